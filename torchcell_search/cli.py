@@ -1,0 +1,299 @@
+"""The ``torchcell-search`` command line.
+
+This module only parses arguments and delegates: each subcommand makes one call into a
+package. Any :class:`~torchcell_search.errors.TorchcellSearchError` becomes one line on
+stderr and exit status 2. Environment variables are read here (and in ``storage/``) only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from torchcell_search.errors import ConfigError, TorchcellSearchError
+
+__all__ = ["main"]
+
+_STORAGE_ENV = "TORCHCELL_SEARCH_STORAGE"
+_CACHE_ENV = "TORCHCELL_SEARCH_CACHE"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit status 2 (as the rest of the CLI)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True))
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    value = getattr(args, "cache_dir", None) or os.environ.get(_CACHE_ENV)
+    return Path(value) if value else None
+
+
+def _storage(args: argparse.Namespace) -> str | None:
+    return getattr(args, "storage", None) or os.environ.get(_STORAGE_ENV)
+
+
+def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set model.num_layers=2")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# --- subcommand handlers: one call into a package each -------------------------------
+
+
+def _cmd_data_summary(args: argparse.Namespace) -> None:
+    from torchcell_search.data.summary import data_summary, format_summary
+
+    summary = data_summary(args.data, cache_dir=_cache_dir(args), progress=not args.json)
+    _print_json(summary) if args.json else print(format_summary(summary))
+
+
+def _cmd_data_download(args: argparse.Namespace) -> None:
+    from torchcell_search.data.download import download
+
+    download(Path(args.dest), base_url=args.base_url, progress=True)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from torchcell_search.search.trainer import train_command
+
+    result = train_command(
+        data=args.data,
+        subset=args.subset,
+        split=args.split,
+        epochs=args.epochs,
+        overrides=_overrides(args.set),
+        seed=args.seed,
+        device=args.device,
+        cache_dir=_cache_dir(args),
+        as_json=args.json,
+    )
+    if args.json:
+        _print_json(result)
+
+
+def _study_options(args: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "recipe", "space", "data", "subset", "split", "epochs", "objective", "direction",
+        "sampler", "pruner", "n_trials", "timeout", "seed", "device",
+    )
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _cmd_create(args: argparse.Namespace) -> None:
+    from torchcell_search.search.study import create_study_command
+
+    create_study_command(args.study, _storage(args), _study_options(args), cache_dir=_cache_dir(args))
+
+
+def _cmd_start(args: argparse.Namespace) -> None:
+    from torchcell_search.search.study import start_command
+
+    start_command(args.study, _storage(args), _study_options(args), jobs=args.jobs, cache_dir=_cache_dir(args))
+
+
+def _cmd_worker(args: argparse.Namespace) -> None:
+    from torchcell_search.search.study import worker_command
+
+    worker_command(args.study, _storage(args), cache_dir=_cache_dir(args))
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from torchcell_search.search.study import status_command
+
+    status_command(args.study, _storage(args), as_json=args.json)
+
+
+def _cmd_best(args: argparse.Namespace) -> None:
+    from torchcell_search.search.study import best_command
+
+    best_command(args.study, _storage(args), as_json=args.json)
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from torchcell_search.search.predict import predict_command
+
+    predict_command(args.study, _storage(args), trial=args.trial, pairs=Path(args.pairs), out=Path(args.out),
+                    cache_dir=_cache_dir(args))
+
+
+def _cmd_slurm(args: argparse.Namespace) -> None:
+    from torchcell_search.search.slurm import slurm_command
+
+    slurm_command(
+        args.study, _storage(args), array=args.array, partition=args.partition,
+        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, time=args.time,
+        out=Path(args.out) if args.out else None, submit=args.submit,
+    )
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> None:
+    from torchcell_search.dashboards.server import dashboard_command
+
+    dashboard_command(args.study, _storage(args), host=args.host, port=args.port)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from torchcell_search.dashboards.report import report_command
+
+    report_command(args.study, _storage(args), out=Path(args.out))
+
+
+# --- parser ---------------------------------------------------------------------------
+
+_DATA_HELP = "real data directory (the layout of ../shared/data) or 'demo' for the embedded synthetic data"
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help=f"Optuna storage URL (default: ${_STORAGE_ENV}, else sqlite:///torchcell-search.db)")
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", help=f"where built graphs and splits are cached (default: ${_CACHE_ENV}, else ~/.cache/torchcell-search)")
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True, help="study name")
+    _add_storage(p)
+    _add_cache(p)
+    p.add_argument("--recipe", help="YAML file holding any of these options together")
+    p.add_argument("--space", help="search space YAML, ours or a W&B sweep file (default: configs/report.yaml)")
+    p.add_argument("--data", help=_DATA_HELP + " (default: demo)")
+    p.add_argument("--subset", type=int, help="use N records drawn reproducibly (the report used 25000 and 100000)")
+    p.add_argument("--split", choices=("random", "pair", "gene"), help="how records are split (default: random)")
+    p.add_argument("--epochs", type=int, help="epochs per trial")
+    p.add_argument("--objective", help="metric to optimise (default: val/gene_interaction/Pearson)")
+    p.add_argument("--direction", choices=("maximize", "minimize"), help="default: from the objective")
+    p.add_argument("--sampler", choices=("tpe", "random", "grid"), help="default: tpe")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: median")
+    p.add_argument("--n-trials", type=int, help="total trial budget of the study, across all workers")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after S seconds")
+    p.add_argument("--seed", type=int, help="sampler and training seed")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA with mixed precision when present)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="torchcell-search",
+        description="Hyperparameter search for HeteroCell models of yeast double-mutant fitness and "
+        "genetic interaction (epsilon). Studies live in Optuna storage (SQLite by default, PostgreSQL "
+        "for many workers).",
+    )
+    from torchcell_search import __version__
+
+    parser.add_argument("--version", action="version", version=f"torchcell-search {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="inspect or download the data")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = data_sub.add_parser("summary", help="node, edge and record counts of a data set")
+    p.add_argument("--data", default="demo", help=_DATA_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_cache(p)
+    p.set_defaults(func=_cmd_data_summary)
+    p = data_sub.add_parser("download", help="fetch the official sources (resumes partial downloads)")
+    p.add_argument("--dest", required=True, help="directory to write the data layout into")
+    p.add_argument("--base-url", help="mirror to fetch from instead of the official homes")
+    p.set_defaults(func=_cmd_data_download)
+
+    p = sub.add_parser("train", help="train one configuration and print per-epoch metrics")
+    p.add_argument("--data", default="demo", help=_DATA_HELP)
+    p.add_argument("--subset", type=int, help="use N records drawn reproducibly")
+    p.add_argument("--split", default="random", choices=("random", "pair", "gene"))
+    p.add_argument("--epochs", type=int, help="epochs (default: trainer.max_epochs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter by its dotted key, e.g. model.num_layers=2 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object: best_epoch, best, test, history")
+    _add_cache(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("create", help="create a study and store its configuration; runs nothing")
+    _add_study_options(p)
+    p.set_defaults(func=_cmd_create)
+    p = sub.add_parser("start", help="create or resume a study and run trials in this process")
+    _add_study_options(p)
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    p.set_defaults(func=_cmd_start)
+
+    p = sub.add_parser("worker", help="join an existing study and run trials until its budget is reached")
+    p.add_argument("--study", required=True)
+    _add_storage(p)
+    _add_cache(p)
+    p.set_defaults(func=_cmd_worker)
+
+    for name, func, text in (("status", _cmd_status, "table of a study's trials"), ("best", _cmd_best, "the best trial")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--study", required=True)
+        _add_storage(p)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("predict", help="predict fitness and gene_interaction for gene pairs with a trial's model")
+    p.add_argument("--study", required=True)
+    _add_storage(p)
+    _add_cache(p)
+    p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    p.add_argument("--pairs", required=True, help="TSV with columns query_orf, array_orf")
+    p.add_argument("--out", required=True, help="TSV to write")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("slurm", help="write (and optionally submit) an sbatch array whose tasks run workers")
+    p.add_argument("--study", required=True)
+    _add_storage(p)
+    p.add_argument("--array", required=True, help="task range, e.g. 0-7 or 0-31%%8")
+    p.add_argument("--partition")
+    p.add_argument("--gpus-per-task", type=int)
+    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--time", help="wall time per task, e.g. 04:00:00")
+    p.add_argument("--out", help="script path (default: <study>.sbatch)")
+    p.add_argument("--submit", action="store_true", help="submit with sbatch")
+    p.set_defaults(func=_cmd_slurm)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard for a study's storage")
+    p.add_argument("--study", required=True)
+    _add_storage(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a study")
+    p.add_argument("--study", required=True)
+    _add_storage(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``torchcell-search`` script; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except TorchcellSearchError as e:
+        print(f"torchcell-search: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("torchcell-search: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Regression metrics per label, named like the report (``val/gene_interaction/Pearson``).
+
+Every model and baseline is scored by :func:`regression_metrics`, so their numbers are
+comparable. Metrics are computed on the original label scale over the records whose label
+is present (missing labels are NaN and skipped per label).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from torchcell_search.data.types import LABELS
+
+__all__ = ["METRICS", "metric_name", "regression_metrics"]
+
+METRICS: tuple[str, str, str] = ("MSE", "Pearson", "Spearman")
+
+
+def metric_name(split: str, label: str, metric: str) -> str:
+    """``metric_name("val", "gene_interaction", "Pearson") == "val/gene_interaction/Pearson"``."""
+    return f"{split}/{label}/{metric}"
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 2:
+        return math.nan
+    x = x - x.mean()
+    y = y - y.mean()
+    denom = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    # A constant prediction (the report's collapse to the mean) has no correlation: report 0.
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as Spearman's rho needs."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.arange(x.size, dtype=np.float64)
+    sorted_x = x[order]
+    # Give each run of equal values the mean of its ranks.
+    boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [x.size]])
+    for s, e in zip(starts, ends):
+        if e - s > 1:
+            ranks[order[s:e]] = (s + e - 1) / 2.0
+    return ranks
+
+
+def regression_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, split: str) -> dict[str, float]:
+    """MSE, Pearson and Spearman of each label.
+
+    Args:
+        pred: ``(R, 2)`` predictions in :data:`~torchcell_search.data.types.LABELS` order.
+        target: ``(R, 2)`` labels, NaN where missing.
+        split: prefix of the names (``"train"``, ``"val"``, ``"test"``).
+
+    Returns:
+        ``{"<split>/<label>/<metric>": value}``; a label with fewer than two present values
+        gets NaN correlations.
+    """
+    p = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64)
+    t = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target, dtype=np.float64)
+    out: dict[str, float] = {}
+    for j, label in enumerate(LABELS):
+        present = np.isfinite(t[:, j])
+        pj, tj = p[present, j], t[present, j]
+        out[metric_name(split, label, "MSE")] = float(np.mean((pj - tj) ** 2)) if pj.size else math.nan
+        out[metric_name(split, label, "Pearson")] = _pearson(pj, tj)
+        out[metric_name(split, label, "Spearman")] = _pearson(_ranks(pj), _ranks(tj)) if pj.size >= 2 else math.nan
+    return out
