@@ -1,0 +1,250 @@
+"""SLURM array scripts: their content, option validation, and real runs on a local cluster.
+
+The cluster tests start a real single-node Slurm cluster (``slurm_fixtures.slurm_cluster``)
+and are marked ``slurm``; the end-to-end study test also needs PostgreSQL and the study
+commands of ``torchcell_search.search.study``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from torchcell_search.cli import main
+
+try:
+    from .slurm_fixtures import SlurmCluster, slurm_cluster, wait_for_job  # noqa: F401 - fixture
+except ImportError:  # tests/ is not a package: pytest put this directory on sys.path
+    from slurm_fixtures import SlurmCluster, slurm_cluster, wait_for_job  # noqa: F401 - fixture
+
+_ENV = "TORCHCELL_SEARCH_STORAGE"
+# Port 1 refuses connections at once: the study check is skipped, nothing else changes.
+_UNREACHABLE = "postgresql+psycopg2://alice:s3cr3t-pw@127.0.0.1:1/search"
+_PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def _slurm(*args: str) -> int:
+    return main(["slurm", *args])
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scripts and task logs land in the test's own directory; no storage leaks in from outside.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(_ENV, raising=False)
+
+
+# --- script content --------------------------------------------------------------------
+
+
+def test_script_runs_one_worker_per_array_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _slurm("--study", "fit-int", "--array", "0-31%4", "--storage", _UNREACHABLE, "--partition", "gpu",
+                  "--gpus-per-task", "1", "--cpus-per-task", "4", "--time", "1-04:00:00") == 0
+    text = (tmp_path / "fit-int.sbatch").read_text()
+    directives = re.findall(r"^#SBATCH (\S+)$", text, flags=re.M)
+    # The array, names, per-task log, environment export and preemption signal are all requested.
+    assert directives[:5] == ["--job-name=fit-int", "--array=0-31%4", "--output=fit-int-%A_%a.out",
+                              "--export=ALL", "--signal=B:TERM@120"]
+    assert set(directives[5:]) == {"--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=4", "--time=1-04:00:00"}
+    # The worker is exec'd (so SIGTERM reaches it) from this environment's absolute path.
+    last = text.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"exec /\S+ worker --study fit-int", last), last
+    assert os.access(last.split()[1], os.X_OK)
+
+
+def test_script_never_holds_the_storage_url_or_its_password(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert _slurm("--study", "s", "--array", "0-3", "--storage", _UNREACHABLE) == 0
+    text = (tmp_path / "s.sbatch").read_text()
+    printed = capsys.readouterr()
+    # Neither the script nor anything printed carries the password or the host part of the URL.
+    for where in (text, printed.out, printed.err):
+        assert "s3cr3t-pw" not in where
+    assert "127.0.0.1:1" not in text
+    # The unreachable storage was reported, redacted, and the check skipped.
+    assert "not checked" in printed.err and "alice:***@" in printed.err
+
+
+def test_script_without_storage_in_environment_fails_clearly(tmp_path: Path) -> None:
+    assert _slurm("--study", "s", "--array", "0-1", "--out", "job.sh") == 0
+    env = {k: v for k, v in os.environ.items() if k != _ENV}
+    res = subprocess.run(["bash", str(tmp_path / "job.sh")], env=env, capture_output=True, text=True, timeout=30)
+    # The task stops before starting a worker and names the variable to export.
+    assert res.returncode == 2
+    assert f"{_ENV} is not set" in res.stderr
+    assert "torchcell-search: task" not in res.stdout
+
+
+def test_out_path_is_written_atomically_over_an_old_script(tmp_path: Path) -> None:
+    (tmp_path / "old.sbatch").write_text("stale\n")
+    assert _slurm("--study", "s", "--array", "3", "--out", "old.sbatch") == 0
+    # The old file was replaced whole and no temporary file is left beside it.
+    assert (tmp_path / "old.sbatch").read_text().startswith("#!/bin/bash\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.sbatch"]
+
+
+@pytest.mark.parametrize("array", ["0-7", "1,3,5", "0-31%4", "0-15:2", "7", "0-3,8,10-12%2"])
+def test_valid_array_specs_are_accepted(array: str, tmp_path: Path) -> None:
+    assert _slurm("--study", "s", "--array", array) == 0
+    assert f"#SBATCH --array={array}\n" in (tmp_path / "s.sbatch").read_text()
+
+
+@pytest.mark.parametrize("time, lead", [("90", 120), ("8", 120), ("6", 90), ("02:00", 30), ("0", 120)])
+def test_signal_comes_before_short_time_limits(time: str, lead: int, tmp_path: Path) -> None:
+    assert _slurm("--study", "s", "--array", "0", "--time", time) == 0
+    # The warning never falls before the task starts: a quarter of a short limit at most.
+    assert f"#SBATCH --signal=B:TERM@{lead}\n" in (tmp_path / "s.sbatch").read_text()
+
+
+# --- validation: exit 2 with one line, nothing written -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--array", "x"], "--array 'x': expected Slurm task ids"),
+        (["--array", "7-0"], "--array '7-0': range 7-0 ends before it starts"),
+        (["--array", "0-7%0"], "--array '0-7%0': the %limit must be a positive integer"),
+        (["--array", "0-7%"], "--array '0-7%': the %limit must be a positive integer"),
+        (["--array", "0-7:0"], "--array '0-7:0': step in 0-7:0 must be at least 1"),
+        (["--array", "1,,3"], "--array '1,,3': expected Slurm task ids"),
+        (["--array", "0-3", "--time", "4h"], "--time '4h': expected minutes or [D-]HH:MM:SS"),
+        (["--array", "0-3", "--time", "1:2:3:4"], "--time '1:2:3:4': expected minutes or [D-]HH:MM:SS"),
+        (["--array", "0-3", "--time", "10:75:00"], "--time '10:75:00': minutes and seconds must be below 60"),
+        (["--array", "0-3", "--time", "1-30:00:00"], "--time '1-30:00:00': hours must be below 24"),
+        (["--array", "0-3", "--cpus-per-task", "0"], "--cpus-per-task 0: must be at least 1"),
+        (["--array", "0-3", "--partition", "a b"], "--partition 'a b': expected a partition name"),
+        (["--array", "0-3", "--submit"], "--submit: no storage URL; export TORCHCELL_SEARCH_STORAGE"),
+        (["--array", "0-3", "--storage", "sqlite:///missing.db"], "study 's' not found: sqlite:///missing.db does not exist"),
+        (["--array", "0-3", "--out", "no/such/dir/s.sbatch"], "directory"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(args: list[str], message: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert _slurm("--study", "s", *args) == 2
+    err = capsys.readouterr().err
+    # One line on stderr that names the option, and no script (nor database file) left behind.
+    assert err.count("\n") == 1 and err.startswith("torchcell-search: error: "), err
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_submit_without_sbatch_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _slurm("--study", "s", "--array", "0-3", "--storage", _UNREACHABLE, "--submit") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("torchcell-search: error: --submit: sbatch not found on PATH")
+
+
+def test_missing_study_in_reachable_storage_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import optuna
+
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path}/t.db")
+    assert _slurm("--study", "s", "--array", "0-3", "--storage", f"sqlite:///{tmp_path}/t.db") == 2
+    assert "study 's' not found in sqlite:///" in capsys.readouterr().err
+    assert not (tmp_path / "s.sbatch").exists()
+
+
+# --- a real cluster -----------------------------------------------------------------------
+
+
+@pytest.mark.slurm
+def test_cluster_runs_an_array_with_the_submitters_environment(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    script = tmp_path / "touch.sbatch"
+    script.write_text("#!/bin/bash\n#SBATCH --array=0-3\n#SBATCH --output=touch-%A_%a.out\n"
+                      'echo "$MARK" > "done-$SLURM_ARRAY_TASK_ID"\n')
+    res = subprocess.run(["sbatch", "--parsable", str(script)], env={**slurm_cluster.env, "MARK": "from-submitter"},
+                         capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    states = wait_for_job(slurm_cluster, res.stdout.strip().split(";")[0], timeout=60)
+    # Four tasks completed, each wrote its file with the environment sbatch propagated.
+    assert sorted(states.values()) == ["COMPLETED"] * 4, states
+    assert {p.name: p.read_text() for p in tmp_path.glob("done-*")} == {
+        f"done-{i}": "from-submitter\n" for i in range(4)}
+
+
+@pytest.mark.slurm
+def test_generated_tasks_stop_when_the_storage_is_not_exported(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    assert _slurm("--study", "s", "--array", "0-1") == 0
+    env = {k: v for k, v in slurm_cluster.env.items() if k != _ENV}
+    res = subprocess.run(["sbatch", "--parsable", "s.sbatch"], env=env, capture_output=True, text=True,
+                         timeout=30, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    job = res.stdout.strip().split(";")[0]
+    states = wait_for_job(slurm_cluster, job, timeout=60)
+    # Both tasks fail, and each per-task log (named by the script's --output) says why.
+    assert sorted(states.values()) == ["FAILED", "FAILED"], states
+    for task in (0, 1):
+        assert f"{_ENV} is not set" in (tmp_path / f"s-{job}_{task}.out").read_text()
+
+
+@pytest.mark.slurm
+def test_rejected_submission_exits_2_without_the_password(slurm_cluster: SlurmCluster,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert _slurm("--study", "s", "--array", "0-1", "--storage", _UNREACHABLE, "--partition", "nope",
+                  "--submit") == 2
+    err = capsys.readouterr().err
+    # sbatch's own reason, on the last line, and no password anywhere.
+    assert err.splitlines()[-1].startswith("torchcell-search: error: --submit: sbatch")
+    assert "partition" in err.splitlines()[-1].lower()
+    assert "s3cr3t-pw" not in err
+
+
+@pytest.fixture
+def pg_storage() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    name = f"tcs_slurm_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(_PG_ADMIN, isolation_level="AUTOCOMMIT",
+                                      connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as e:
+        engine.dispose()
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(e).splitlines()[0]}")
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.mark.slurm
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("torchcell_search.search.study") is None,
+                    reason="torchcell_search.search.study (create / worker) has not landed yet")
+def test_slurm_array_of_4_tasks_completes_a_postgres_study_budget(
+    slurm_cluster: SlurmCluster, pg_storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import optuna
+
+    # The user's steps: export the storage, create the study, submit the array.
+    monkeypatch.setenv(_ENV, pg_storage)
+    monkeypatch.setenv("TORCHCELL_SEARCH_CACHE", str(tmp_path / "cache"))
+    # A small subset of the demo keeps four one-epoch trials within a couple of minutes on 2 cores;
+    # no pruner, so every trial of the budget runs to completion.
+    assert main(["create", "--study", "s", "--n-trials", "4", "--epochs", "1", "--data", "demo",
+                 "--subset", "300", "--pruner", "none", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert _slurm("--study", "s", "--array", "0-3", "--cpus-per-task", "1", "--submit") == 0
+    submitted = re.search(r"Submitted batch job (\d+)", capsys.readouterr().out)
+    assert submitted is not None
+    states = wait_for_job(slurm_cluster, submitted.group(1), timeout=300, task_logs=tmp_path)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("s-*.out")))
+    # Every task exited cleanly, and together they ran exactly the study's budget.
+    assert sorted(states.values()) == ["COMPLETED"] * 4, f"{states}\n{logs}"
+    trials = optuna.load_study(study_name="s", storage=pg_storage).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4, f"{[t.state.name for t in trials]}\n{logs}"
