@@ -1,0 +1,146 @@
+"""HeteroCell on a tiny hand-built cell graph: shapes, gradients, options, sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from torchcell_search.config import ModelConfig
+from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY, CellGraph
+from torchcell_search.errors import ConfigError, DataError
+from torchcell_search.model import HeteroCell, build_model
+from torchcell_search.model.pooling import POOLINGS
+from torchcell_search.model.reference import reference_masks
+
+SMALL = ModelConfig(embedding_channels=8, hidden_channels=8, num_layers=2, heads=2, head_hidden_channels=8)
+
+
+def tiny_graph(num_genes: int = 8) -> CellGraph:
+    """8 genes in a ring (+ chords), 2 TF edges, 3 reactions (one with isoenzymes), 4 metabolites."""
+    data = HeteroData()
+    data["gene"].num_nodes = num_genes
+    data["gene"].node_ids = [f"G{i}" for i in range(num_genes)]
+    data["reaction"].num_nodes, data["reaction"].node_ids = 3, ["R0", "R1", "R2"]
+    data["metabolite"].num_nodes, data["metabolite"].node_ids = 4, ["M0", "M1", "M2", "M3"]
+    a = torch.arange(num_genes)
+    und = torch.stack([a, (a + 1) % num_genes])
+    und = torch.cat([und, torch.tensor([[0], [4]])], dim=1)
+    data[PHYSICAL].edge_index = torch.cat([und, und.flip(0)], dim=1)
+    data[REGULATORY].edge_index = torch.tensor([[2, 2], [5, 6]])
+    data[GPR].hyperedge_index = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 2]])
+    data[METABOLISM].hyperedge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [0, 0, 1, 1, 2, 2]])
+    data[METABOLISM].stoichiometry = torch.tensor([-1.0, 1.0, -2.0, 1.0, -1.0, 1.0])
+    # R0 needs gene 0; R1 = gene 1 OR gene 2 (isoenzymes); R2 needs gene 3.
+    return CellGraph(
+        data=data,
+        gpr_clause_reaction=torch.tensor([0, 1, 1, 2]),
+        gpr_clause_genes=torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]]),
+        essential=torch.zeros(num_genes, dtype=torch.bool),
+    )
+
+
+GENES = torch.tensor([[0, 3], [1, 2], [5, 6]])
+
+
+@pytest.mark.parametrize("kind", ["hetero_cell", "perturbation_set"])
+@pytest.mark.parametrize("pooling", sorted(POOLINGS))
+def test_forward_shapes_grads_no_nan(kind: str, pooling: str) -> None:
+    torch.manual_seed(0)
+    graph = tiny_graph()
+    model = build_model(graph, dataclasses.replace(SMALL, kind=kind, pooling=pooling, use_roles=True, dropout=0.1))
+    out = model(GENES, reference_masks(graph, GENES))
+    assert out.pred.shape == (3, 2) and out.z_p.shape == (3, 8)
+    assert torch.isfinite(out.pred).all()
+    out.pred.sum().backward()
+    # Gradients reach the gene embeddings, and are finite everywhere.
+    assert model.gene_embedding.weight.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch", "none"])
+def test_norm_options_run(norm: str) -> None:
+    graph = tiny_graph()
+    model = build_model(graph, dataclasses.replace(SMALL, norm=norm))
+    assert torch.isfinite(model(GENES, reference_masks(graph, GENES)).pred).all()
+
+
+def test_same_seed_same_model_same_output() -> None:
+    graph = tiny_graph()
+    masks = reference_masks(graph, GENES)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        outs.append(build_model(graph, SMALL)(GENES, masks).pred)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_deleting_different_genes_changes_prediction() -> None:
+    torch.manual_seed(0)
+    graph = tiny_graph()
+    pred = build_model(graph, SMALL).eval()(GENES, reference_masks(graph, GENES)).pred
+    assert not torch.allclose(pred[0], pred[1])
+
+
+def test_roles_make_the_prediction_order_aware() -> None:
+    torch.manual_seed(0)
+    graph = tiny_graph()
+    genes = torch.tensor([[0, 5], [5, 0]])
+    masks = reference_masks(graph, genes)
+    for kind in ("hetero_cell", "perturbation_set"):
+        blind = build_model(graph, dataclasses.replace(SMALL, kind=kind)).eval()(genes, masks).pred
+        aware = build_model(graph, dataclasses.replace(SMALL, kind=kind, use_roles=True)).eval()(genes, masks).pred
+        # Without roles (query, array) and (array, query) are the same deletion.
+        assert torch.allclose(blind[0], blind[1], atol=1e-6)
+        assert not torch.allclose(aware[0], aware[1], atol=1e-6)
+
+
+def test_gene_embeddings_shape() -> None:
+    model = build_model(tiny_graph(), SMALL)
+    assert model.gene_embeddings().shape == (8, 8)
+
+
+def test_repr_shows_sizes() -> None:
+    text = repr(build_model(tiny_graph(), SMALL))
+    assert "genes=8, reactions=3, metabolites=4, channels=8->8, layers=2, heads=2" in text
+    assert "Parameter count" in build_model(tiny_graph(), SMALL).describe()
+
+
+def test_unknown_options_raise_config_error() -> None:
+    graph = tiny_graph()
+    with pytest.raises(ConfigError, match="model.pooling"):
+        build_model(graph, dataclasses.replace(SMALL, pooling="mean"))
+    with pytest.raises(ConfigError, match="model.norm"):
+        build_model(graph, dataclasses.replace(SMALL, norm="group"))
+    with pytest.raises(ConfigError, match="model.kind"):
+        build_model(graph, dataclasses.replace(SMALL, kind="dcell"))
+
+
+def test_mask_shape_mismatch_raises_data_error() -> None:
+    graph = tiny_graph()
+    with pytest.raises(DataError, match="masks.gene"):
+        build_model(graph, SMALL)(GENES[:2], reference_masks(graph, GENES))
+
+
+def test_parameter_count_changes_by_embedding_width_per_gene() -> None:
+    a = sum(p.numel() for p in HeteroCell(tiny_graph(8), ModelConfig()).parameters())
+    b = sum(p.numel() for p in HeteroCell(tiny_graph(11), ModelConfig()).parameters())
+    assert b - a == 64 * 3
+
+
+def test_report_sized_model_has_report_parameter_count_minus_shared_norm_bug() -> None:
+    model = HeteroCell(tiny_graph(), ModelConfig())  # 64 wide, 3 layers, heads=1
+    parts = model.parameter_breakdown()
+    embeddings = parts["gene_embedding"] + parts["reaction_embedding"] + parts["metabolite_embedding"]
+    assert sum(parts.values()) == sum(p.numel() for p in model.parameters())
+    # Report: 1,167,493 - (6607 + 4881 + 2534) * 64 = 270,085 non-embedding parameters; we
+    # give each PreProcessor layer its own LayerNorm (+128).
+    assert sum(parts.values()) - embeddings == 270_085 + 128
+
+
+def test_buffers_follow_the_module() -> None:
+    model = build_model(tiny_graph(), SMALL).to(torch.float32)
+    names = {n for n, _ in model.named_buffers()}
+    assert {"physical_index", "regulatory_index", "gpr_index", "metabolism_index", "stoichiometry"} <= names

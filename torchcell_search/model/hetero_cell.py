@@ -1,0 +1,369 @@
+"""HeteroCell: the report's heterogeneous cell-graph network, batched over perturbations.
+
+Architecture (report 003, "Code - Model")::
+
+    gene / reaction / metabolite nn.Embedding (embedding_channels)
+    -> PreProcessor on genes (2 x Linear-Norm-ReLU-Dropout)
+    -> num_layers x HeteroConv, summed per destination node type:
+         (gene, physical_interaction, gene)      GATv2, `heads` heads, self loops
+         (gene, regulatory_interaction, gene)    GATv2, `heads` heads, self loops
+         (gene, gpr, reaction)                   GATv2 gene -> reaction, 1 head, heads averaged
+         (metabolite, reaction, metabolite)      stoichiometric hypergraph conv (gated, attention)
+       each followed by [Linear if widths differ] -> Norm -> ReLU -> Dropout
+    -> pooling over a graph's genes (SortedSetTransformerAggregation by default)
+    -> z_p = z_wildtype - z_perturbed
+    -> head: 3 x Linear-Norm-ReLU-Dropout, Linear -> (fitness, gene_interaction)
+
+As in the report, only gene-gene relations reach the gene nodes: GPR and metabolism
+update reaction and metabolite features that nothing downstream reads, so their
+parameters receive no gradient from the prediction. They are kept (and computed) so the
+network, its parameter count and its cost are the report's.
+
+**Batched layout.** ``forward`` never builds a graph per sample. The wildtype (slot 0) and
+the ``B`` perturbed graphs (slots ``1..B``) run together as node tensors ``(N, B+1, C)``
+over the one shared ``edge_index``; ``PerturbationMasks`` become per-slot keep masks
+that remove edges from every softmax and scatter and deleted genes from pooling (and
+from batch-norm statistics). This is exact: :func:`~torchcell_search.model.reference.
+reference_forward` computes the same prediction from a PyG ``Batch`` of perturbed
+subgraphs.
+
+**Choices that differ from the research code**, each documented where it is made:
+one norm instance per PreProcessor layer (the research code shared one); the conv norm
+``layer`` is per-node LayerNorm (the research code's PyG ``LayerNorm`` in graph mode
+normalised over all nodes of the whole batch at once, coupling samples); the hypergraph
+conv attends to the current layer's reaction features (the research code passed the
+initial reaction embeddings to every layer); the gene GATv2 convs add self loops (as the
+research ISAB variants do), so an isolated gene keeps its own features.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from torchcell_search.config import ModelConfig
+from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY, CellGraph, PerturbationMasks
+from torchcell_search.errors import ConfigError, DataError
+from torchcell_search.model.layers import (
+    BatchedGATv2Conv,
+    ConvBlock,
+    PredictionHead,
+    PreProcessor,
+    StoichHypergraphConv,
+    build_norm,
+)
+from torchcell_search.model.pooling import MultiheadAttentionBlock, build_pooling, pooling_heads
+
+__all__ = ["KINDS", "HeteroCell", "ModelOutput", "build_model"]
+
+#: ``model.kind`` options.
+KINDS: tuple[str, ...] = ("hetero_cell", "perturbation_set")
+
+#: Relation names of one conv layer, in the order they run, and their edge types.
+RELATIONS: dict[str, tuple[str, str, str]] = {
+    "physical": PHYSICAL,
+    "regulatory": REGULATORY,
+    "gpr": GPR,
+    "metabolism": METABOLISM,
+}
+
+
+class ModelOutput(NamedTuple):
+    """What :meth:`HeteroCell.forward` returns."""
+
+    pred: Tensor  # (B, 2) standardised (fitness, gene_interaction)
+    z_p: Tensor  # (B, C) perturbation embedding (z_wildtype - z_perturbed, or the set embedding)
+
+
+class _Edges(NamedTuple):
+    """The graph structure a forward runs over (the cell graph, or a reference batch)."""
+
+    physical: Tensor  # (2, E_phys)
+    regulatory: Tensor  # (2, E_reg)
+    gpr: Tensor  # (2, K_gpr): gene, reaction
+    metabolism: Tensor  # (2, K_met): metabolite, reaction
+    stoich: Tensor  # (K_met,)
+    num_reactions: int
+
+
+class _Keeps(NamedTuple):
+    """Per-slot keep masks, ``None`` = keep everything."""
+
+    gene: Tensor | None  # (N_gene, S)
+    reaction: Tensor | None  # (N_reaction, S)
+    metabolite: Tensor | None  # (N_metabolite, S)
+    physical: Tensor | None  # (E_phys, S)
+    regulatory: Tensor | None
+    gpr: Tensor | None
+    metabolism: Tensor | None
+
+
+class HeteroCell(nn.Module):
+    """HeteroCell over one cell graph, predicting (fitness, gene_interaction) of deletions.
+
+    Example::
+
+        from torchcell_search.data.demo import make_demo_dataset
+        from torchcell_search.data.masks import MaskBuilder
+        ds = make_demo_dataset()
+        model = build_model(ds.graph, ModelConfig(num_layers=2))
+        genes = ds.table.genes[:8]                       # (8, 2) query, array
+        out = model(genes, MaskBuilder(ds.graph).masks(genes))
+        out.pred.shape                                   # (8, 2)
+
+    Args:
+        graph (CellGraph): the wildtype cell graph; its structure is copied into buffers.
+        cfg (ModelConfig, optional): architecture (default: ``ModelConfig()``, the report's).
+
+    Shapes:
+        - **input:** ``genes: (B, 2)`` long (query, array; ``-1`` = padding),
+          ``masks``: :class:`PerturbationMasks` for ``B`` samples
+        - **output:** :class:`ModelOutput` with ``pred: (B, 2)``, ``z_p: (B, C)``
+
+    Raises:
+        ConfigError: an unknown ``kind``, ``pooling`` or ``norm``, or ``heads`` larger than
+            ``hidden_channels``.
+    """
+
+    def __init__(self, graph: CellGraph, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        if cfg.kind not in KINDS:
+            raise ConfigError(f"model.kind: {cfg.kind!r} is not one of {', '.join(KINDS)}")
+        if cfg.heads > cfg.hidden_channels:
+            raise ConfigError(f"heads={cfg.heads} exceeds model.hidden_channels={cfg.hidden_channels}")
+        build_norm(cfg.norm, 1)  # fail early on an unknown norm
+        self.cfg = cfg
+        E, H, L = cfg.embedding_channels, cfg.hidden_channels, cfg.num_layers
+        data = graph.data
+        self.num_genes, self.num_reactions, self.num_metabolites = (
+            graph.num_genes,
+            graph.num_reactions,
+            graph.num_metabolites,
+        )
+        # The graph's static tensors are buffers so `.to(device)` moves them.
+        self.register_buffer("physical_index", data[PHYSICAL].edge_index.long().contiguous(), persistent=False)
+        self.register_buffer("regulatory_index", data[REGULATORY].edge_index.long().contiguous(), persistent=False)
+        self.register_buffer("gpr_index", data[GPR].hyperedge_index.long().contiguous(), persistent=False)
+        self.register_buffer("metabolism_index", data[METABOLISM].hyperedge_index.long().contiguous(), persistent=False)
+        self.register_buffer("stoichiometry", data[METABOLISM].stoichiometry.float().contiguous(), persistent=False)
+
+        self.gene_embedding = nn.Embedding(self.num_genes, E)
+        self.reaction_embedding = nn.Embedding(self.num_reactions, E)
+        self.metabolite_embedding = nn.Embedding(self.num_metabolites, E)
+        self.preprocessor = PreProcessor(E, H, num_layers=2, norm=cfg.norm, dropout=cfg.dropout)
+
+        self.convs = nn.ModuleList()
+        for layer in range(L):
+            other_in = E if layer == 0 else H  # reactions/metabolites enter as raw embeddings
+            block = dict(norm=cfg.norm, dropout=cfg.dropout)
+            gat = dict(heads=cfg.heads, concat=True, add_self_loops=True)
+            self.convs.append(
+                nn.ModuleDict(
+                    {
+                        "physical": ConvBlock(BatchedGATv2Conv(H, H // cfg.heads, **gat), H, **block),
+                        "regulatory": ConvBlock(BatchedGATv2Conv(H, H // cfg.heads, **gat), H, **block),
+                        "gpr": ConvBlock(
+                            BatchedGATv2Conv((H, other_in), H, heads=1, concat=False, add_self_loops=False), H, **block
+                        ),
+                        "metabolism": ConvBlock(StoichHypergraphConv(other_in, H, heads=1, gated=True), H, **block),
+                    }
+                )
+            )
+
+        if cfg.kind == "hetero_cell":
+            self.global_aggregator = build_pooling(cfg.pooling, H, dropout=cfg.dropout)
+            self.set_block = None
+        else:
+            # Dango-style: masked self-attention over the perturbed genes' embeddings.
+            self.global_aggregator = None
+            self.set_block = MultiheadAttentionBlock(H, pooling_heads(H), layer_norm=True, dropout=cfg.dropout)
+        self.prediction_head = PredictionHead(
+            H, cfg.head_hidden_channels, 2, num_layers=4, norm=cfg.norm, dropout=cfg.dropout
+        )
+        # Roles: perturbation_set adds a learned embedding per SGA role (query, array) to
+        # each perturbed gene; hetero_cell adds Lin([h_query || h_array]) of the deleted
+        # genes' wildtype embeddings to z_p, so the head sees which gene was the query.
+        self.role_embedding = nn.Embedding(2, H) if cfg.use_roles and cfg.kind == "perturbation_set" else None
+        self.role_proj = nn.Linear(2 * H, H) if cfg.use_roles and cfg.kind == "hetero_cell" else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every parameter (embeddings ~ N(0, 1), as ``nn.Embedding``)."""
+        for emb in (self.gene_embedding, self.reaction_embedding, self.metabolite_embedding):
+            emb.reset_parameters()
+        self.preprocessor.reset_parameters()
+        for layer in self.convs:
+            for name in RELATIONS:
+                layer[name].reset_parameters()
+        for mod in (self.global_aggregator, self.set_block, self.prediction_head, self.role_embedding, self.role_proj):
+            if mod is not None:
+                mod.reset_parameters()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, genes: Tensor, masks: PerturbationMasks) -> ModelOutput:
+        """Predict the standardised labels of ``B`` deletions.
+
+        Args:
+            genes: ``(B, 2)`` long gene indices (query, array); ``-1`` pads.
+            masks: what each sample keeps, from ``MaskBuilder(graph).masks(genes)``.
+        """
+        self._check(genes, masks)
+        if self.cfg.kind == "perturbation_set":
+            return self._set_readout(self.gene_embeddings(), genes)
+        B = genes.size(0)
+        keeps = self._keeps(masks)
+        x_gene, x_rxn, x_met = self._inputs(keeps.gene)
+        x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)
+        z = self.global_aggregator(x_gene.transpose(0, 1), keeps.gene.t())  # (B+1, H)
+        return self._readout(z[:1], z[1:], x_gene[:, 0], genes)
+
+    def gene_embeddings(self) -> Tensor:
+        """``(N_gene, C)``: wildtype gene embeddings after the convs (oversmoothing check)."""
+        x_gene, x_rxn, x_met = self._inputs(None)
+        return self._encode(x_gene, x_rxn, x_met, self._edges(), _Keeps(None, None, None, None, None, None, None))[:, 0]
+
+    # ------------------------------------------------------------------ pieces
+    def _check(self, genes: Tensor, masks: PerturbationMasks) -> None:
+        if genes.dim() != 2 or genes.dtype != torch.long:
+            raise DataError(f"genes: expected a (B, k) long tensor, got {tuple(genes.shape)} {genes.dtype}")
+        B = genes.size(0)
+        expected = {
+            "gene": (B, self.num_genes),
+            "reaction": (B, self.num_reactions),
+            "metabolite": (B, self.num_metabolites),
+        }
+        for name, shape in expected.items():
+            got = tuple(getattr(masks, name).shape)
+            if got != shape:
+                raise DataError(f"masks.{name}: expected shape {shape}, got {got}")
+
+    def _edges(self) -> _Edges:
+        return _Edges(
+            self.physical_index,
+            self.regulatory_index,
+            self.gpr_index,
+            self.metabolism_index,
+            self.stoichiometry,
+            self.num_reactions,
+        )
+
+    def _keeps(self, masks: PerturbationMasks) -> _Keeps:
+        """Slot 0 (wildtype) keeps everything; an edge is kept only if both ends are."""
+        gene, rxn, met = masks.gene.bool().t(), masks.reaction.bool().t(), masks.metabolite.bool().t()  # (N, B)
+
+        def slots(node_keep: Tensor) -> Tensor:
+            return torch.cat([node_keep.new_ones(node_keep.size(0), 1), node_keep], dim=1)  # (n, B+1)
+
+        def edge(t: tuple[str, str, str], index: Tensor, src_keep: Tensor, dst_keep: Tensor) -> Tensor:
+            keep = src_keep[index[0]] & dst_keep[index[1]]  # (E, B)
+            if t in masks.edges:
+                keep = keep & masks.edges[t].bool().t()
+            return slots(keep)
+
+        return _Keeps(
+            gene=slots(gene),
+            reaction=slots(rxn),
+            metabolite=slots(met),
+            physical=edge(PHYSICAL, self.physical_index, gene, gene),
+            regulatory=edge(REGULATORY, self.regulatory_index, gene, gene),
+            gpr=edge(GPR, self.gpr_index, gene, rxn),
+            metabolism=edge(METABOLISM, self.metabolism_index, met, rxn),
+        )
+
+    def _inputs(self, gene_keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer-0 features. Identical in every slot, so one shared slot is returned (broadcast)
+        unless batch norm or active dropout make the slots differ."""
+        emb = self.gene_embedding.weight  # (N, E)
+        per_slot = gene_keep is not None and (self.cfg.norm == "batch" or (self.training and self.cfg.dropout > 0))
+        if per_slot:
+            N, S = gene_keep.shape
+            x_gene = self.preprocessor(emb.unsqueeze(1).expand(N, S, -1).contiguous(), gene_keep)  # (N, S, H)
+        else:
+            x_gene = self.preprocessor(emb).unsqueeze(1)  # (N, 1, H)
+        return x_gene, self.reaction_embedding.weight.unsqueeze(1), self.metabolite_embedding.weight.unsqueeze(1)
+
+    def _encode(self, x_gene: Tensor, x_rxn: Tensor, x_met: Tensor, edges: _Edges, keeps: _Keeps) -> Tensor:
+        """Run the conv layers; returns gene features ``(N, S, H)``."""
+        for layer in self.convs:
+            phys = layer["physical"](x_gene, None, edges.physical, keeps.physical, node_keep=keeps.gene)
+            reg = layer["regulatory"](x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene)
+            gpr = layer["gpr"](x_gene, x_rxn, edges.gpr, keeps.gpr, node_keep=keeps.reaction)
+            met = layer["metabolism"](
+                x_met, x_rxn, edges.metabolism, edges.stoich, keeps.metabolism, edges.num_reactions, node_keep=keeps.metabolite
+            )
+            x_gene, x_rxn, x_met = phys + reg, gpr, met  # HeteroConv(aggr="sum") per destination type
+        return x_gene
+
+    def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor) -> ModelOutput:
+        """``z_w: (1, H)``, ``z_pert: (B, H)``, ``h_w: (N, H)`` wildtype gene features."""
+        z_p = z_w - z_pert  # (B, H)
+        if self.role_proj is not None:
+            g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
+            z_p = z_p + self.role_proj(g.flatten(1))
+        return ModelOutput(self.prediction_head(z_p), z_p)
+
+    def _set_readout(self, h_w: Tensor, genes: Tensor) -> ModelOutput:
+        valid = genes >= 0  # (B, k)
+        x = self._gather(h_w, genes)  # (B, k, H)
+        if self.role_embedding is not None:
+            roles = torch.arange(genes.size(1), device=genes.device).clamp_max(1)  # query 0, array (and more) 1
+            x = x + self.role_embedding(roles).unsqueeze(0)
+        x = self.set_block(x, x, valid, valid)  # (B, k, H)
+        w = valid.unsqueeze(-1).to(x.dtype)
+        z_p = (x * w).sum(1) / w.sum(1).clamp_min(1.0)  # masked mean (B, H)
+        return ModelOutput(self.prediction_head(z_p), z_p)
+
+    @staticmethod
+    def _gather(h: Tensor, genes: Tensor) -> Tensor:
+        g = h[genes.clamp_min(0)]  # (B, k, H)
+        return g * (genes >= 0).unsqueeze(-1).to(g.dtype)
+
+    # ------------------------------------------------------------------ reporting
+    def parameter_breakdown(self) -> dict[str, int]:
+        """Parameters per module group (sums to the total); relations summed over layers."""
+
+        def count(mod: nn.Module | None) -> int:
+            return 0 if mod is None else sum(p.numel() for p in mod.parameters())
+
+        out = {
+            "gene_embedding": count(self.gene_embedding),
+            "reaction_embedding": count(self.reaction_embedding),
+            "metabolite_embedding": count(self.metabolite_embedding),
+            "preprocessor": count(self.preprocessor),
+        }
+        for name in RELATIONS:
+            out[f"convs.{name}"] = sum(count(layer[name]) for layer in self.convs)
+        out["global_aggregator"] = count(self.global_aggregator)
+        out["set_block"] = count(self.set_block)
+        out["roles"] = count(self.role_embedding) + count(self.role_proj)
+        out["prediction_head"] = count(self.prediction_head)
+        return out
+
+    def describe(self) -> str:
+        """The module tree, the parameter count and its breakdown, as the report prints them."""
+        breakdown = self.parameter_breakdown()
+        width = max(map(len, breakdown))
+        lines = [repr(self), f"Parameter count: {sum(breakdown.values())}"]
+        lines += [f"  {name:<{width}}  {n:>10,}" for name, n in breakdown.items() if n]
+        return "\n".join(lines)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"kind={c.kind}, genes={self.num_genes}, reactions={self.num_reactions}, "
+            f"metabolites={self.num_metabolites}, channels={c.embedding_channels}->{c.hidden_channels}, "
+            f"layers={c.num_layers}, heads={c.heads}, pooling={c.pooling}, norm={c.norm}, "
+            f"params={sum(p.numel() for p in self.parameters()):,}"
+        )
+
+
+def build_model(graph: CellGraph, cfg: ModelConfig) -> HeteroCell:
+    """The model ``cfg`` describes over ``graph`` (see :class:`HeteroCell`).
+
+    Raises:
+        ConfigError: an unknown option string or an inconsistent size.
+    """
+    return HeteroCell(graph, cfg)

@@ -1,0 +1,485 @@
+"""The body of every trial: train HeteroCell on a split and report both labels per epoch.
+
+The loop reads top to bottom in a fixed order (house rule 8)::
+
+    for each epoch:
+        set lr (per step: warmup, then cosine)      -> _lr_at
+        forward, composite loss, backward, clip, step
+        epoch metrics on the original label scale  -> _evaluate
+        epoch_callback (the search reports and prunes there)
+        keep the best-val state; test metrics only at a new best
+        checkpoint_callback (resumable checkpoint)
+        early-stopping test
+
+Samples are record indices into one cell graph; each batch gets its per-sample masks from
+:class:`~torchcell_search.data.masks.MaskBuilder`, never a HeteroData per sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from torchcell_search.config import RunConfig
+from torchcell_search.data.types import LABELS, CellGraph, Dataset, Split
+from torchcell_search.errors import ConfigError
+from torchcell_search.metrics import regression_metrics
+
+__all__ = [
+    "EpochRecord",
+    "TrainResult",
+    "load_model",
+    "objective_direction",
+    "predict_genes",
+    "resolve_device",
+    "train",
+    "train_command",
+]
+
+_EMBEDDING_SAMPLE = 512  # genes used for the mean pairwise embedding distance
+_HISTOGRAM_BINS = 30
+
+
+@dataclass
+class EpochRecord:
+    """What the epoch callback receives after every epoch."""
+
+    epoch: int  # 0-based
+    metrics: dict[str, float]
+    histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`. ``test`` is taken at ``best_epoch``, never maximised over epochs."""
+
+    best_epoch: int
+    best: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, float]]
+    n_params: int
+    device: str
+    seconds: float
+    stopped_reason: str | None
+    best_checkpoint: dict[str, Any] | None
+    predictions: dict[str, np.ndarray]
+    histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe summary (the ``train --json`` output)."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best": self.best,
+            "test": self.test,
+            "history": self.history,
+            "n_params": self.n_params,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "stopped_reason": self.stopped_reason,
+        }
+
+
+def objective_direction(objective: str) -> str:
+    """``maximize`` for correlations, ``minimize`` for errors and losses."""
+    return "maximize" if objective.rsplit("/", 1)[-1] in ("Pearson", "Spearman") else "minimize"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU.
+
+    Raises:
+        ConfigError: ``cuda`` was asked for on a machine without CUDA.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str) -> float:
+    # Linear warmup from ~0, so the first steps of a fresh model cannot blow up the embeddings.
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    # Cosine decay to 1% of the base rate over the remaining steps.
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def _histograms(pred: np.ndarray, label: np.ndarray, split: str) -> dict[str, dict[str, list[float]]]:
+    """Prediction and label histograms on shared bins: shows hard output bounds and collapse to the mean."""
+    out = {}
+    for j, name in enumerate(LABELS):
+        present = np.isfinite(label[:, j])
+        p, y = pred[present, j], label[present, j]
+        if y.size == 0:
+            continue
+        lo, hi = float(min(p.min(), y.min())), float(max(p.max(), y.max()))
+        edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, _HISTOGRAM_BINS + 1)
+        out[f"{split}/{name}"] = {
+            "edges": edges.tolist(),
+            "pred": np.histogram(p, edges)[0].tolist(),
+            "label": np.histogram(y, edges)[0].tolist(),
+        }
+    return out
+
+
+@torch.no_grad()
+def _mean_pairwise_distance(model: torch.nn.Module) -> float:
+    """The report's oversmoothing check: mean Euclidean distance between wildtype gene embeddings."""
+    emb = model.gene_embeddings().float()  # (N, C)
+    if emb.shape[0] > _EMBEDDING_SAMPLE:
+        # A fixed, evenly spaced sample keeps the figure comparable across epochs and trials.
+        emb = emb[torch.linspace(0, emb.shape[0] - 1, _EMBEDDING_SAMPLE).long()]
+    return float(torch.cdist(emb, emb).mean())
+
+
+class _Batcher:
+    """Turns record indices into model inputs on the device."""
+
+    def __init__(self, dataset: Dataset, device: torch.device) -> None:
+        from torchcell_search.data.masks import MaskBuilder
+
+        self.genes = dataset.table.genes
+        self.masks = MaskBuilder(dataset.graph)
+        self.device = device
+
+    def __call__(self, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        genes = self.genes[index]  # (B, 2)
+        return genes.to(self.device), self.masks.masks(genes).to(self.device)
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, batcher: _Batcher, index: torch.Tensor, batch_size: int, amp: bool) -> torch.Tensor:
+    """Standardised predictions ``(R, 2)`` for records ``index``, in that order."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for chunk in index.split(batch_size):
+        with torch.autocast(batcher.device.type, enabled=amp):
+            out.append(model(*batcher(chunk)).pred.float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, len(LABELS))
+
+
+def train(
+    dataset: Dataset,
+    split: Split,
+    cfg: RunConfig,
+    *,
+    objective: str = "val/gene_interaction/Pearson",
+    epoch_callback: Callable[[EpochRecord], None] | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+    checkpoint_callback: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train one configuration and report per-epoch metrics of both labels.
+
+    Args:
+        dataset: cell graph and perturbation records.
+        split: record indices for train, val and test.
+        cfg: model, loss and training configuration.
+        objective: metric choosing the best epoch (and early stopping); its direction comes
+            from its name (:func:`objective_direction`).
+        epoch_callback: called after every epoch with an :class:`EpochRecord`; exceptions
+            it raises (e.g. ``optuna.TrialPruned``) propagate.
+        checkpoint: a dict previously given to ``checkpoint_callback``: training resumes
+            after its epoch with identical state.
+        checkpoint_callback: receives a resumable checkpoint after every epoch.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        :class:`TrainResult`; a NaN or Inf loss ends the run early with
+        ``stopped_reason = "non_finite_loss: ..."``.
+
+    Raises:
+        ConfigError: an empty train or val split, a bad device, or a checkpoint of another
+            configuration.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    if resolve_device(cfg.train.device).type == "cpu":
+        # Threaded CPU scatter-adds sum in varying order; the deterministic kernels make a
+        # seed reproduce a run bit for bit at little cost on CPU.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(dataset, split, cfg, objective=objective, epoch_callback=epoch_callback,
+                      checkpoint=checkpoint, checkpoint_callback=checkpoint_callback, progress=progress)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(
+    dataset: Dataset,
+    split: Split,
+    cfg: RunConfig,
+    *,
+    objective: str,
+    epoch_callback: Callable[[EpochRecord], None] | None,
+    checkpoint: Mapping[str, Any] | None,
+    checkpoint_callback: Callable[[dict[str, Any]], None] | None,
+    progress: bool,
+) -> TrainResult:
+    from torchcell_search.data.splits import Standardiser
+    from torchcell_search.model import build_model
+    from torchcell_search.model.losses import CompositeLoss
+
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise ConfigError(f"split {split.kind!r}: the train and val sets must not be empty (train {len(split.train)}, val {len(split.val)})")
+    tc = cfg.train
+    maximize = objective_direction(objective) == "maximize"
+    device = resolve_device(tc.device)
+    amp = device.type == "cuda"  # mixed precision on CUDA only; CPU autocast is slower here
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+
+    labels = dataset.table.labels()  # (R, 2) original scale, NaN where missing
+    if cfg.loss.standardize_labels:
+        standardiser = Standardiser.fit(labels[split.train])  # train statistics only
+    else:
+        standardiser = Standardiser.identity()
+    targets = standardiser.transform(labels)  # (R, 2)
+    model = build_model(dataset.graph, cfg.model).to(device)
+    loss_fn = CompositeLoss(cfg.loss, targets[split.train]).to(device)
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    batcher = _Batcher(dataset, device)
+    steps_per_epoch = math.ceil(len(split.train) / tc.batch_size)
+    total_steps, warmup_steps = tc.epochs * steps_per_epoch, tc.warmup_epochs * steps_per_epoch
+
+    state: dict[str, Any] = {
+        "epoch": -1, "best_value": None, "best_epoch": -1, "best": {}, "test": {}, "history": [],
+        "best_model": None, "predictions": {}, "histograms": {}, "stale_epochs": 0,
+    }
+    if checkpoint is not None:
+        if checkpoint.get("config") != cfg.flat():
+            raise ConfigError("checkpoint: it was written by a different configuration; refusing to resume from it")
+        model.load_state_dict(checkpoint["model"])
+        loss_fn.load_state_dict(checkpoint["loss"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        torch.set_rng_state(checkpoint["rng"])
+        state.update(copy.deepcopy(checkpoint["state"]))
+
+    stopped_reason: str | None = None
+    started = time.perf_counter()
+    epochs = range(state["epoch"] + 1, tc.epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.epochs, initial=state["epoch"] + 1, desc="epochs", unit="epoch", file=sys.stderr, leave=False)
+    model.train()
+    for epoch in epochs:
+        epoch_start = time.perf_counter()
+        # Per-epoch generator: the shuffle is the same whether or not the run was resumed.
+        generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+        train_pred, train_index, running = [], [], 0.0
+        for step, local in enumerate(_batches(len(split.train), tc.batch_size, generator)):
+            index = split.train[local]
+            # lr: warmup, then cosine decay, per step.
+            lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, tc.lr, tc.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # forward and composite loss on the standardised labels
+            with torch.autocast(device.type, enabled=amp):
+                out = model(*batcher(index))
+                loss, _ = loss_fn(out.pred.float(), targets[index].to(device), out.z_p.float())
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                stopped_reason = f"non_finite_loss: {loss_value} at epoch {epoch} step {step}"
+                break
+            # backward, clip, step
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            running += loss_value * len(index)
+            train_pred.append(out.pred.detach().float().cpu())
+            train_index.append(index)
+        if stopped_reason is not None:
+            break
+
+        # epoch metrics on the original label scale; train metrics from the epoch's own steps
+        train_idx = torch.cat(train_index)
+        metrics = regression_metrics(standardiser.inverse(torch.cat(train_pred)), labels[train_idx], "train")
+        metrics["train/loss"] = running / len(train_idx)
+        val_pred = standardiser.inverse(_predict(model, batcher, split.val, tc.batch_size, amp))
+        metrics.update(regression_metrics(val_pred, labels[split.val], "val"))
+        metrics["embedding/mean_pairwise_distance"] = _mean_pairwise_distance(model)
+        metrics["lr"] = lr
+        metrics["epoch_seconds"] = time.perf_counter() - epoch_start
+        histograms = _histograms(val_pred.numpy(), labels[split.val].numpy(), "val")
+        state["history"].append({"epoch": epoch, **metrics})
+        state["epoch"] = epoch
+        if objective not in metrics:
+            raise ConfigError(f"objective {objective!r} is not a per-epoch metric; choose one of {', '.join(sorted(metrics))}")
+        value = metrics[objective]
+
+        # keep the best-val state; test metrics only at a new best, never a max over epochs
+        improved = math.isfinite(value) and (
+            state["best_value"] is None or (value > state["best_value"] if maximize else value < state["best_value"])
+        )
+        if improved:
+            test_pred = standardiser.inverse(_predict(model, batcher, split.test, tc.batch_size, amp))
+            state.update(
+                best_value=value, best_epoch=epoch, stale_epochs=0,
+                best={k: v for k, v in metrics.items() if k.startswith(("train/", "val/"))},
+                test=regression_metrics(test_pred, labels[split.test], "test") if len(split.test) else {},
+                best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                predictions={"val": val_pred.numpy(), "test": test_pred.numpy()},
+                histograms=histograms,
+            )
+        else:
+            state["stale_epochs"] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({"val_gi_r": f"{metrics['val/gene_interaction/Pearson']:.3f}", "val_fit_mse": f"{metrics['val/fitness/MSE']:.4f}"})
+
+        # the search reports and prunes here; TrialPruned propagates to the caller
+        if epoch_callback is not None:
+            epoch_callback(EpochRecord(epoch=epoch, metrics=metrics, histograms=histograms))
+        if checkpoint_callback is not None:
+            checkpoint_callback({
+                "config": cfg.flat(), "model": model.state_dict(), "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "rng": torch.get_rng_state(), "state": copy.deepcopy(state),
+            })
+        if tc.patience and state["stale_epochs"] >= tc.patience:
+            stopped_reason = "early_stopping"
+            break
+    if bar is not None:
+        bar.close()
+
+    best_checkpoint = None
+    if state["best_model"] is not None:
+        best_checkpoint = {
+            "config": cfg.flat(), "model": state["best_model"], "standardiser": standardiser.state_dict(),
+            "epoch": state["best_epoch"], "objective": objective, "gene_ids": dataset.graph.gene_ids,
+        }
+    return TrainResult(
+        best_epoch=state["best_epoch"], best=state["best"], test=state["test"], history=state["history"],
+        n_params=sum(p.numel() for p in model.parameters()), device=str(device),
+        seconds=time.perf_counter() - started, stopped_reason=stopped_reason, best_checkpoint=best_checkpoint,
+        predictions=state["predictions"], histograms=state["histograms"],
+    )
+
+
+def load_model(checkpoint: Mapping[str, Any], graph: CellGraph, *, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
+    """Rebuild a trained model and its label standardiser from a ``best_checkpoint``.
+
+    Raises:
+        ConfigError: the checkpoint was trained on a cell graph with other genes.
+    """
+    from torchcell_search.data.splits import Standardiser
+    from torchcell_search.model import build_model
+
+    if list(checkpoint["gene_ids"]) != graph.gene_ids:
+        raise ConfigError("checkpoint: it was trained on a different cell graph (gene ids differ); load the study's own data")
+    cfg = RunConfig.from_flat(checkpoint["config"])
+    model = build_model(graph, cfg.model)
+    model.load_state_dict(checkpoint["model"])
+    model.to(device).eval()
+    return model, Standardiser.from_state_dict(checkpoint["standardiser"])
+
+
+@torch.no_grad()
+def predict_genes(model: torch.nn.Module, standardiser: Any, dataset: Dataset, genes: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+    """Predictions ``(R, 2)`` on the original label scale for gene pairs ``genes`` ``(R, 2)`` (query, array)."""
+    from torchcell_search.data.masks import MaskBuilder
+
+    device = next(model.parameters()).device
+    builder = MaskBuilder(dataset.graph)
+    model.eval()
+    out = []
+    for chunk in genes.split(batch_size):
+        out.append(model(chunk.to(device), builder.masks(chunk).to(device)).pred.float().cpu())
+    pred = torch.cat(out) if out else torch.empty(0, len(LABELS))
+    return standardiser.inverse(pred).numpy()
+
+
+def _restrict(dataset: Dataset, subset: int | None, seed: int) -> Dataset:
+    from torchcell_search.data.splits import subset_indices
+
+    if subset is None:
+        return dataset
+    index = subset_indices(len(dataset.table), subset, seed=seed)
+    return Dataset(name=dataset.name, graph=dataset.graph, table=dataset.table.select(index),
+                   info={**dataset.info, "subset": subset})
+
+
+def prepare_data(data: str | Path, *, subset: int | None, split: str, seed: int, cache_dir: Path | None,
+                 progress: bool = False) -> tuple[Dataset, Split]:
+    """Load a data set, draw its reproducible subset and make the seeded split."""
+    from torchcell_search.data.dataset import load_dataset
+    from torchcell_search.data.splits import make_split
+
+    dataset = _restrict(load_dataset(data, cache_dir=cache_dir, progress=progress), subset, seed)
+    return dataset, make_split(dataset.table, split, seed=seed)
+
+
+_TABLE_COLUMNS = (
+    ("epoch", "epoch", "{:>5d}"),
+    ("train/fitness/MSE", "trn fit MSE", "{:>11.4f}"),
+    ("val/fitness/MSE", "val fit MSE", "{:>11.4f}"),
+    ("val/fitness/Pearson", "val fit r", "{:>9.3f}"),
+    ("train/gene_interaction/Pearson", "trn gi r", "{:>8.3f}"),
+    ("val/gene_interaction/MSE", "val gi MSE", "{:>10.5f}"),
+    ("val/gene_interaction/Pearson", "val gi r", "{:>8.3f}"),
+    ("embedding/mean_pairwise_distance", "emb dist", "{:>8.3f}"),
+    ("epoch_seconds", "s", "{:>6.1f}"),
+)
+
+
+def train_command(*, data: str, subset: int | None, split: str, epochs: int | None, overrides: Mapping[str, Any],
+                  seed: int, device: str, cache_dir: Path | None, as_json: bool) -> dict[str, Any]:
+    """The ``torchcell-search train`` command: one configuration, a per-epoch table.
+
+    Returns:
+        The JSON summary (``best_epoch``, ``best``, ``test``, ``history``, ...).
+    """
+    values = dict(overrides)
+    values["seed"] = seed
+    values["trainer.device"] = device
+    if epochs is not None:
+        values["trainer.max_epochs"] = epochs
+    cfg = RunConfig().with_overrides(values)
+    dataset, data_split = prepare_data(data, subset=subset, split=split, seed=seed, cache_dir=cache_dir,
+                                       progress=not as_json)
+
+    def show(record: EpochRecord) -> None:
+        if record.epoch == 0:
+            print(" ".join(title.rjust(len(fmt.format(0))) for _, title, fmt in _TABLE_COLUMNS), flush=True)
+        row = {"epoch": record.epoch, **record.metrics}
+        print(" ".join(fmt.format(row[key]) for key, _, fmt in _TABLE_COLUMNS), flush=True)
+
+    result = train(dataset, data_split, cfg, epoch_callback=None if as_json else show, progress=not as_json)
+    summary = result.summary()
+    if not as_json:
+        print(f"best epoch {result.best_epoch}: val gene_interaction Pearson "
+              f"{result.best.get('val/gene_interaction/Pearson', math.nan):.3f}, test gene_interaction Pearson "
+              f"{result.test.get('test/gene_interaction/Pearson', math.nan):.3f}, test fitness MSE "
+              f"{result.test.get('test/fitness/MSE', math.nan):.4f} ({result.seconds:.1f} s on {result.device})")
+        if result.stopped_reason:
+            print(f"stopped: {result.stopped_reason}")
+    return summary
