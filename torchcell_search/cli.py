@@ -95,16 +95,30 @@ def _study_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = _study_options(args)
+    if getattr(args, "artifacts", None):
+        options["artifacts"] = args.artifacts
+    if getattr(args, "set", None):
+        options["overrides"] = _overrides(args.set)
+    return options
+
+
 def _cmd_create(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import create_study_command
 
-    create_study_command(args.study, _storage(args), _study_options(args), cache_dir=_cache_dir(args))
+    result = create_study_command(args.study, _storage(args), _search_options(args), cache_dir=_cache_dir(args))
+    print(f"study {result['study']} {'created' if result['created'] else 'exists'} in {result['storage']}")
 
 
 def _cmd_start(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import start_command
 
-    start_command(args.study, _storage(args), _study_options(args), jobs=args.jobs, cache_dir=_cache_dir(args))
+    from torchcell_search.search.study import format_status
+
+    status = start_command(args.study, _storage(args), _search_options(args), jobs=args.jobs,
+                           cache_dir=_cache_dir(args))
+    print(format_status(status))
 
 
 def _cmd_worker(args: argparse.Namespace) -> None:
@@ -116,20 +130,30 @@ def _cmd_worker(args: argparse.Namespace) -> None:
 def _cmd_status(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import status_command
 
-    status_command(args.study, _storage(args), as_json=args.json)
+    from torchcell_search.search.study import format_status
+
+    status = status_command(args.study, _storage(args), as_json=args.json)
+    _print_json(status) if args.json else print(format_status(status))
 
 
 def _cmd_best(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import best_command
 
-    best_command(args.study, _storage(args), as_json=args.json)
+    best = best_command(args.study, _storage(args), as_json=args.json)
+    if args.json:
+        _print_json(best)
+    else:
+        print(f"best trial {best['number']}: {best['objective']} = {best['value']:.4f}")
+        for key, value in sorted(best["params"].items()):
+            print(f"  {key} = {value}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from torchcell_search.search.predict import predict_command
 
-    predict_command(args.study, _storage(args), trial=args.trial, pairs=Path(args.pairs), out=Path(args.out),
-                    cache_dir=_cache_dir(args))
+    result = predict_command(args.study, _storage(args), trial=args.trial, pairs=Path(args.pairs),
+                             out=Path(args.out), cache_dir=_cache_dir(args))
+    print(f"wrote {result['rows']} predictions of trial {result['trial']} to {result['out']}")
 
 
 def _cmd_slurm(args: argparse.Namespace) -> None:
@@ -151,7 +175,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from torchcell_search.dashboards.report import report_command
 
-    report_command(args.study, _storage(args), out=Path(args.out))
+    print(report_command(args.study, _storage(args), out=Path(args.out)))
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -185,6 +209,10 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="stop starting new trials after S seconds")
     p.add_argument("--seed", type=int, help="sampler and training seed")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA with mixed precision when present)")
+    p.add_argument("--artifacts", help="artifact directory (default: <db stem>-artifacts next to a SQLite file, "
+                   "else ./torchcell-search-artifacts; must be shared by all workers)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fix a parameter for every trial by its dotted key, e.g. optimizer.lr=1e-3 (repeatable)")
 
 
 def _build_parser() -> argparse.ArgumentParser:

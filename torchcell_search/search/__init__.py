@@ -1,1 +1,1 @@
-"""search package."""
+"""search package: search spaces, the trial objective (trainer), studies, workers, SLURM."""

@@ -360,11 +360,12 @@ def _train(
         if epoch_callback is not None:
             epoch_callback(EpochRecord(epoch=epoch, metrics=metrics, histograms=histograms))
         if checkpoint_callback is not None:
-            checkpoint_callback({
+            # A snapshot: state_dict() tensors alias the live weights, which keep training.
+            checkpoint_callback(copy.deepcopy({
                 "config": cfg.flat(), "model": model.state_dict(), "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(), "state": copy.deepcopy(state),
-            })
+                "rng": torch.get_rng_state(), "state": state,
+            }))
         if tc.patience and state["stale_epochs"] >= tc.patience:
             stopped_reason = "early_stopping"
             break

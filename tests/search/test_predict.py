@@ -1,0 +1,61 @@
+"""predict: a trial's model on gene pairs from a TSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from torchcell_search.errors import DataError
+from torchcell_search.search.predict import predict_command
+from torchcell_search.search.study import start_command
+from torchcell_search.storage.artifacts import artifacts_dir, download_trial_artifact, open_artifact_store
+
+TINY = {"space": {"parameters": {"model.num_layers": 1, "model.hidden_channels": 8, "heads": 1,
+                                 "cell_dataset.learnable_embedding_input_channels": 8,
+                                 "model.prediction_head_config.hidden_channels": 8, "model.pooling": "attentional"}},
+        "subset": 200, "epochs": 1, "device": "cpu", "n_trials": 1, "pruner": "none",
+        "overrides": {"data_module.batch_size": 64}}
+
+
+@pytest.mark.slow
+def test_predict_reproduces_the_trials_val_predictions(tmp_path: Path) -> None:
+    from torchcell_search.search.objective import load_study_data
+    from torchcell_search.search.study import build_study_config
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    start_command("p", url, TINY, jobs=1)
+    study = optuna.load_study(study_name="p", storage=url)
+    stored = download_trial_artifact(open_artifact_store(artifacts_dir(url)), study._storage, study.best_trial,
+                                     "predictions.npz", tmp_path / "pred.npz")
+    npz = np.load(stored)
+    dataset, _ = load_study_data(build_study_config(TINY))
+    ids = dataset.graph.gene_ids
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("query_orf\tarray_orf\n" + "".join(f"{ids[q]}\t{ids[a]}\n" for q, a in npz["val_genes"]))
+    out = tmp_path / "out.tsv"
+    result = predict_command("p", url, pairs=pairs, out=out)
+    assert result["rows"] == len(npz["val_genes"])
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == ["query_orf", "array_orf", "fitness", "gene_interaction"]
+    pred = np.array([[float(r[2]), float(r[3])] for r in rows[1:]])
+    # the same model on the same pairs gives the stored predictions
+    assert np.allclose(pred, npz["val_pred"], atol=1e-5)
+
+    # unknown genes: listed (up to five) with their count, nothing written
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("query_orf\tarray_orf\n" + "".join(f"YNOPE{i}\t{ids[0]}\n" for i in range(7)))
+    with pytest.raises(DataError, match=r"7 gene\(s\) not in the cell graph: YNOPE0, YNOPE1, YNOPE2, YNOPE3, YNOPE4, \.\.\."):
+        predict_command("p", url, pairs=bad, out=tmp_path / "bad-out.tsv")
+    assert not (tmp_path / "bad-out.tsv").exists()
+
+
+def test_pairs_without_the_header_columns_are_a_data_error(tmp_path: Path) -> None:
+    from torchcell_search.search.predict import read_pairs
+
+    path = tmp_path / "p.tsv"
+    path.write_text("a\tb\nX\tY\n")
+    with pytest.raises(DataError, match="header lacks column"):
+        read_pairs(path)

@@ -1,0 +1,603 @@
+"""Studies: configuration, create / start / worker / status / best.
+
+A study's whole configuration (:class:`StudyConfig`) is stored in
+``study.user_attrs["torchcell_search"]``, so a worker needs only the study name and the
+storage URL. Options come from the command line, a ``--recipe`` YAML file (CLI flags win)
+and defaults (demo data, ``configs/report.yaml``, TPE, median pruner).
+
+The budget ``n_trials`` is the study's total across all workers: a worker starts a trial
+only while COMPLETE + PRUNED + RUNNING + WAITING trials number fewer than ``n_trials``, and
+a trial that lost the race to the last slot ends as FAIL with
+``user_attrs["stopped_reason"] = "over_budget"`` before training, so the study never
+finishes more than ``n_trials`` trials.
+
+Example:
+    >>> cfg = build_study_config({"epochs": 2, "n_trials": 3})
+    >>> (cfg.data, cfg.sampler, cfg.direction)
+    ('demo', 'tpe', 'maximize')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from torchcell_search.config import RunConfig
+from torchcell_search.errors import ConfigError, DataError, StudyError, TorchcellSearchError
+from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, load_space, parse_space
+from torchcell_search.storage.urls import open_storage, redact, resolve_storage
+
+__all__ = [
+    "DEFAULT_OBJECTIVE",
+    "StudyConfig",
+    "best_command",
+    "build_study_config",
+    "create_study_command",
+    "format_status",
+    "start_command",
+    "status_command",
+    "worker_command",
+]
+
+#: Study user attribute holding the :class:`StudyConfig`.
+CONFIG_ATTR = "torchcell_search"
+BASELINES_ATTR = "baselines"
+DEFAULT_OBJECTIVE = "val/gene_interaction/Pearson"
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_DEFAULT_SPACE = "configs/report.yaml"
+_OBJECTIVE_RE = re.compile(r"^(train|val)/(fitness|gene_interaction)/(MSE|Pearson|Spearman)$|^(train|val)/loss$")
+_CHOICES = {
+    "split": ("random", "pair", "gene"),
+    "direction": ("maximize", "minimize"),
+    "sampler": ("tpe", "random", "grid"),
+    "pruner": ("median", "hyperband", "none"),
+    "device": ("auto", "cpu", "cuda"),
+}
+# Changing these on resume updates the study instead of conflicting with it.
+_RUNTIME_FIELDS = ("n_trials", "timeout")
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+_TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a worker needs to run a study's trials (stored with the study)."""
+
+    data: str = "demo"  # "demo" or an absolute data directory
+    subset: int | None = None  # records drawn reproducibly, None = all
+    split: str = "random"
+    space: dict[str, Any] = field(default_factory=dict)  # SearchSpace.to_dict()
+    space_source: str = ""  # the file the space came from (informational, never compared)
+    objective: str = DEFAULT_OBJECTIVE
+    direction: str = "maximize"
+    epochs: int = 8
+    sampler: str = "tpe"
+    pruner: str = "median"
+    # The median pruner compares a trial with the others once this many have finished ...
+    pruner_startup_trials: int = 2
+    # ... and never before this epoch (None: a quarter of the epochs).
+    pruner_warmup_epochs: int | None = None
+    n_trials: int = 20  # total across all workers
+    timeout: float | None = None  # seconds per worker
+    seed: int = 0
+    device: str = "auto"
+    artifacts: str | None = None  # None: next to a SQLite file, else ./torchcell-search-artifacts
+    overrides: dict[str, Any] = field(default_factory=dict)  # fixed dotted-key values for every trial
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StudyConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise StudyError(f"stored study configuration has unknown fields {unknown}; "
+                             f"it was written by another torchcell-search version")
+        return cls(**dict(data))
+
+
+# --- building and validating a configuration ------------------------------------------
+
+
+def _read_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"recipe {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path}: not valid YAML") from e
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"recipe {path}: expected a mapping of option -> value")
+    out: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(StudyConfig)} - {"space_source"}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise ConfigError(f"recipe {path}: unknown option {key!r}; known: {', '.join(sorted(names))}")
+        # Paths in a recipe are relative to the recipe file.
+        if name in ("space", "data", "artifacts") and isinstance(value, str) and value != "demo":
+            candidate = path.parent / value
+            if candidate.exists() or name == "artifacts":
+                value = str(candidate)
+        out[name] = value
+    return out
+
+
+def _space_path(value: str) -> Path:
+    for candidate in (Path(value), _PACKAGE_DIR / value, _PACKAGE_DIR / "configs" / value,
+                      _PACKAGE_DIR / "configs" / f"{value}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return Path(value)
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate each given option and return it in its stored form."""
+    out: dict[str, Any] = {}
+    for name in sorted(given):
+        value = given[name]
+        if name == "space":
+            if isinstance(value, Mapping):
+                space = parse_space(value, source="recipe space")
+                out["space_source"] = "<recipe>"
+            elif isinstance(value, (str, os.PathLike)):
+                path = _space_path(str(value))
+                space = load_space(path)
+                out["space_source"] = str(path)
+            else:
+                raise ConfigError(f"--space: expected a file name, got {value!r}")
+            out["space"] = space.to_dict()
+        elif name == "data":
+            if not isinstance(value, (str, os.PathLike)) or not str(value):
+                raise ConfigError(f"--data: expected 'demo' or a directory, got {value!r}")
+            if str(value) != "demo":
+                path = Path(value).expanduser()
+                if not path.is_dir():
+                    raise DataError(f"--data {value}: no such directory; give a data directory or 'demo'")
+                value = str(path.absolute())
+            out["data"] = str(value)
+        elif name == "subset":
+            out["subset"] = None if value is None else _int(name, value, 1)
+        elif name in ("epochs", "n_trials", "pruner_startup_trials"):
+            out[name] = _int(name, value, 1 if name != "pruner_startup_trials" else 0)
+        elif name == "pruner_warmup_epochs":
+            out[name] = None if value is None else _int(name, value, 0)
+        elif name == "seed":
+            out["seed"] = _int(name, value, 0)
+        elif name == "timeout":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"--timeout: expected a positive number of seconds, got {value!r}")
+            out["timeout"] = None if value is None else float(value)
+        elif name == "objective":
+            if not isinstance(value, str) or not _OBJECTIVE_RE.match(value):
+                raise ConfigError(f"--objective {value!r}: expected <train|val>/<fitness|gene_interaction>/"
+                                  f"<MSE|Pearson|Spearman> or val/loss (test metrics are never optimised)")
+            out["objective"] = value
+        elif name in _CHOICES:
+            if value not in _CHOICES[name]:
+                raise ConfigError(f"--{name} {value!r}: expected one of {', '.join(_CHOICES[name])}")
+            out[name] = value
+        elif name == "artifacts":
+            out["artifacts"] = None if value is None else str(Path(value).expanduser().absolute())
+        elif name == "overrides":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"overrides: expected a mapping of dotted key -> value, got {value!r}")
+            clash = sorted(set(map(str, value)) & set(STUDY_KEYS))
+            if clash:
+                raise ConfigError(f"overrides: {clash[0]} is set by the study (--epochs, --seed, --device)")
+            flat = RunConfig().with_overrides(dict(value)).flat()
+            out["overrides"] = {str(k): flat[str(k)] for k in sorted(map(str, value))}
+        elif name == "space_source":
+            continue
+        else:
+            raise ConfigError(f"unknown study option {name!r}")
+    return out
+
+
+def _given_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Recipe values updated by the other options (CLI flags win), validated."""
+    options = {str(k).replace("-", "_"): v for k, v in (options or {}).items() if v is not None}
+    recipe = options.pop("recipe", None)
+    merged = {**(_read_recipe(recipe) if recipe else {}), **options}
+    return _normalise(merged)
+
+
+def build_study_config(options: Mapping[str, Any] | None = None) -> StudyConfig:
+    """A complete :class:`StudyConfig` from options (and ``recipe``) plus defaults.
+
+    Raises:
+        ConfigError: an option is invalid (named), or the grid sampler meets a float range.
+        DataError: ``data`` is neither ``demo`` nor a directory.
+    """
+    given = _given_options(options)
+    if "space" not in given:
+        given.update(_normalise({"space": _DEFAULT_SPACE}))
+    return _complete(given)
+
+
+def _complete(given: dict[str, Any]) -> StudyConfig:
+    space = SearchSpace.from_dict(given["space"], source=given.get("space_source") or "<space>")
+    values = dict(given)
+    if "objective" not in values and space.metric:
+        values.update(_normalise({"objective": space.metric["name"]}))
+        if "direction" not in values and space.metric.get("goal"):
+            values["direction"] = space.metric["goal"]
+    if "sampler" not in values and space.sampler:
+        values["sampler"] = space.sampler
+    objective = values.get("objective", DEFAULT_OBJECTIVE)
+    values.setdefault("direction", _direction(objective))
+    values.setdefault("epochs", 8 if values.get("data", "demo") == "demo" else 20)
+    cfg = StudyConfig(**values)
+    if cfg.sampler == "grid":
+        space.grid()  # raises ConfigError for float ranges
+    if cfg.pruner_warmup_epochs is not None and cfg.pruner_warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"pruner_warmup_epochs {cfg.pruner_warmup_epochs}: must be below epochs ({cfg.epochs})")
+    return cfg
+
+
+def _direction(objective: str) -> str:
+    return "maximize" if objective.rsplit("/", 1)[-1] in ("Pearson", "Spearman") else "minimize"
+
+
+# --- samplers, pruners, loading -------------------------------------------------------
+
+
+def _make_sampler(cfg: StudyConfig, *, seed: int) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler(SearchSpace.from_dict(cfg.space).grid(), seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # constant_liar keeps parallel workers from sampling the same point.
+        return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, cfg.n_trials // 3)), seed=seed,
+                                          constant_liar=True)
+
+
+def _make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    if cfg.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
+    warmup = cfg.pruner_warmup_epochs if cfg.pruner_warmup_epochs is not None else cfg.epochs // 4
+    return optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=warmup)
+
+
+def _names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("--study: the study name must not be empty")
+
+
+def _load(name: str, storage_url: str | None) -> tuple[optuna.storages.RDBStorage, StudyConfig]:
+    """Open the storage and read a torchcell-search study's configuration.
+
+    Raises:
+        StudyError: no such study (the message lists the studies there), or it was not
+            created by torchcell-search.
+    """
+    _check_name(name)
+    url = resolve_storage(storage_url)
+    rdb = open_storage(url)
+    names = _names(rdb)
+    if name not in names:
+        raise StudyError(f"study {name!r} not found in {redact(url)}; studies there: "
+                         f"{', '.join(names) if names else '(none)'}")
+    attrs = rdb.get_study_user_attrs(rdb.get_study_id_from_name(name))
+    if CONFIG_ATTR not in attrs:
+        raise StudyError(f"study {name!r} in {redact(url)} has no torchcell-search configuration; "
+                         f"create it with `torchcell-search create --study {name}`")
+    return rdb, StudyConfig.from_dict(attrs[CONFIG_ATTR])
+
+
+# --- create / start / worker ----------------------------------------------------------
+
+
+def _differences(stored: StudyConfig, given: Mapping[str, Any]) -> list[str]:
+    out = []
+    for name in sorted(given):
+        if name in ("space_source", *_RUNTIME_FIELDS):
+            continue
+        old, new = getattr(stored, name), given[name]
+        if old != new:
+            if name == "space":
+                out.append(f"space (stored {stored.space_source or 'another space'}, given "
+                           f"{given.get('space_source') or 'another space'})")
+            else:
+                out.append(f"{name} (stored {old!r}, given {new!r})")
+    return out
+
+
+def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    _check_name(name)
+    given = _given_options(options)  # validated before the storage is touched
+    fresh = _complete({**({} if "space" in given else _normalise({"space": _DEFAULT_SPACE})), **given})
+    url = resolve_storage(storage_url)
+    rdb = open_storage(url)
+    if name not in _names(rdb):
+        try:
+            study = optuna.create_study(storage=rdb, study_name=name, direction=fresh.direction,
+                                        sampler=_make_sampler(fresh, seed=fresh.seed), pruner=_make_pruner(fresh))
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another process created it a moment ago: check it below
+        else:
+            study.set_user_attr(CONFIG_ATTR, fresh.to_dict())
+            return {"study": name, "storage": redact(url), "created": True, "config": fresh.to_dict()}
+    _, stored = _load(name, url)
+    diffs = _differences(stored, given)
+    if diffs:
+        raise StudyError(f"study {name!r} exists with a different configuration: {'; '.join(diffs)}; "
+                         f"use another --study name or drop those options")
+    updates = {k: given[k] for k in _RUNTIME_FIELDS if k in given and given[k] != getattr(stored, k)}
+    if updates:
+        stored = dataclasses.replace(stored, **updates)
+        rdb.set_study_user_attr(rdb.get_study_id_from_name(name), CONFIG_ATTR, stored.to_dict())
+    return {"study": name, "storage": redact(url), "created": False, "updated": sorted(updates),
+            "config": stored.to_dict()}
+
+
+def create_study_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *,
+                         cache_dir: Path | None = None) -> dict[str, Any]:
+    """Create a study and store its configuration; run nothing.
+
+    An existing study with the same configuration is accepted; ``n_trials`` and ``timeout``
+    may change (the stored values are updated).
+
+    Returns:
+        ``{"study", "storage" (redacted), "created", "config"}``.
+
+    Raises:
+        ConfigError, DataError: an invalid option (nothing is written).
+        StudyError: the study exists with a different configuration (the differing fields are named).
+        StorageError: the storage cannot be opened.
+    """
+    return _create_or_check(name, storage, options)
+
+
+def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int = 1,
+                  cache_dir: Path | None = None) -> dict[str, Any]:
+    """Create or resume a study, then run trials until its budget is reached.
+
+    Args:
+        jobs: worker processes; 1 runs the trials in this process, more start that many
+            ``torchcell-search worker`` processes and wait for them.
+
+    Returns:
+        The study's status (see :func:`status_command`).
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    _create_or_check(name, storage, options)
+    if jobs == 1:
+        _, cfg = _load(name, storage)
+        worker_command(name, storage, cache_dir=cache_dir, sampler_seed=cfg.seed)
+    else:
+        _spawn_workers(name, resolve_storage(storage), jobs, cache_dir)
+    return status_command(name, storage)
+
+
+def _spawn_workers(name: str, url: str, jobs: int, cache_dir: Path | None) -> None:
+    env = dict(os.environ)
+    env["TORCHCELL_SEARCH_STORAGE"] = url  # not on the command line, where ps would show a password
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    cmd = [sys.executable, "-m", "torchcell_search.cli", "worker", "--study", name]
+    if cache_dir is not None:
+        cmd += ["--cache-dir", str(cache_dir)]
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
+    try:
+        codes = [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    failed = [f"worker {i} exited with status {c}" for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise StudyError(f"study {name!r}: {'; '.join(failed)}")
+
+
+class _OverBudget(Exception):
+    """A trial was created after the budget's last slot was taken (ends as FAIL, untrained)."""
+
+
+def _budget_left(study: optuna.Study, n_trials: int) -> int:
+    # WAITING trials (enqueued or retried) are not counted here: asking pops them first.
+    return n_trials - len(study.get_trials(deepcopy=False, states=_TAKEN))
+
+
+def _ensure_baselines(study: optuna.Study, cfg: StudyConfig, cache_dir: Path | None) -> None:
+    """Compute the study's null models once and store them (skipped if unavailable)."""
+    if BASELINES_ATTR in study.user_attrs:
+        return
+    try:
+        from torchcell_search.model.baselines import evaluate_baselines
+    except ImportError:
+        return
+    from torchcell_search.search.objective import _json_safe, load_study_data
+
+    dataset, split = load_study_data(cfg, cache_dir=cache_dir)
+    study.set_user_attr(BASELINES_ATTR, _json_safe(evaluate_baselines(dataset, split, seed=cfg.seed)))
+
+
+def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = None,
+                   sampler_seed: int | None = None) -> dict[str, Any]:
+    """Join a study and run trials until its total budget is reached (across all workers).
+
+    Args:
+        sampler_seed: the sampler's seed; default a per-process seed derived from the
+            study seed, so parallel workers do not draw the same points.
+
+    Returns:
+        ``{"study", "trials_run"}``.
+
+    Raises:
+        StudyError: no such study (the names in the storage are listed), or a trial failed
+            with an unexpected error.
+    """
+    from torchcell_search.search.objective import Objective
+
+    url = resolve_storage(storage)
+    rdb, cfg = _load(name, url)
+    seed = sampler_seed if sampler_seed is not None else (cfg.seed * 1_000_003 + os.getpid()) % 2**31
+    study = optuna.load_study(study_name=name, storage=rdb, sampler=_make_sampler(cfg, seed=seed),
+                              pruner=_make_pruner(cfg))
+    if _budget_left(study, cfg.n_trials) <= 0:
+        return {"study": name, "trials_run": 0}
+    _ensure_baselines(study, cfg, cache_dir)
+    objective = Objective(name, cfg, url, cache_dir=cache_dir)
+    run = {"n": 0}
+
+    def guarded(trial: optuna.Trial) -> float:
+        earlier = [t for t in study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number]
+        if len(earlier) >= cfg.n_trials:
+            trial.set_user_attr("stopped_reason", "over_budget")
+            study.stop()
+            raise _OverBudget(f"trial {trial.number}: the budget of {cfg.n_trials} trials is taken")
+        run["n"] += 1
+        return objective(trial)
+
+    def stop_when_spent(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _budget_left(study, cfg.n_trials) <= 0:
+            study.stop()
+
+    try:
+        study.optimize(guarded, timeout=cfg.timeout, catch=(_OverBudget,), callbacks=[
+            optuna.study.MaxTrialsCallback(cfg.n_trials, states=_FINISHED), stop_when_spent,
+        ])
+    except TorchcellSearchError:
+        raise
+    except Exception as e:
+        raise StudyError(f"study {name!r}: a trial failed: {type(e).__name__}: {e}") from e
+    return {"study": name, "trials_run": run["n"]}
+
+
+# --- status / best --------------------------------------------------------------------
+
+
+def _metrics(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """Train/val metrics at the best epoch (complete) or the last epoch (pruned, running)."""
+    if trial.user_attrs.get("best"):
+        return dict(trial.user_attrs["best"])
+    history = trial.user_attrs.get("history") or []
+    return {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}
+
+
+def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "params": dict(sorted(trial.params.items())),
+        "values": list(trial.values) if trial.values is not None else None,
+        "metrics": _metrics(trial),
+        "test": dict(trial.user_attrs.get("test") or {}),
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "stopped_reason": trial.user_attrs.get("stopped_reason"),
+        "duration_s": duration,
+    }
+
+
+def _best(study: optuna.Study) -> dict[str, Any] | None:
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    trial = study.best_trial
+    return {**_trial_row(trial), "value": trial.value, "config": trial.user_attrs.get("config")}
+
+
+def status_command(name: str, storage: str | None, *, as_json: bool = False) -> dict[str, Any]:
+    """A study's trials as one JSON-safe dict (``format_status`` renders the table).
+
+    Returns:
+        ``{"study": {name, direction, objective, n_trials, config, baselines, counts},
+        "trials": [{number, state, params, values, metrics, duration_s, ...}], "best": row | None}``.
+
+    Raises:
+        StudyError: no such study (the names in the storage are listed).
+    """
+    rdb, cfg = _load(name, storage)
+    study = optuna.load_study(study_name=name, storage=rdb)
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return {
+        "study": {
+            "name": name, "storage": redact(resolve_storage(storage)), "objective": cfg.objective,
+            "direction": cfg.direction, "n_trials": cfg.n_trials, "counts": counts,
+            "config": cfg.to_dict(), "baselines": study.user_attrs.get(BASELINES_ATTR),
+        },
+        "trials": [_trial_row(t) for t in trials],
+        "best": _best(study),
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1] if key != "cell_dataset.learnable_embedding_input_channels" else "embedding"
+
+
+def format_status(status: Mapping[str, Any]) -> str:
+    """The status dict as a table: number, state, objective, val fitness MSE, val ε Pearson, duration, params."""
+    s = status["study"]
+    lines = [f"study {s['name']} ({s['storage']}): objective {s['objective']} ({s['direction']}), "
+             f"{sum(s['counts'].get(k, 0) for k in ('COMPLETE', 'PRUNED'))}/{s['n_trials']} trials finished "
+             f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(s['counts'].items())) or 'none yet'})"]
+    header = f"{'#':>4} {'state':<8} {'objective':>9} {'val fit MSE':>11} {'val gi r':>8} {'time s':>7}  params"
+    lines.append(header)
+    for row in status["trials"]:
+        m = row["metrics"]
+        value = row["values"][0] if row["values"] else m.get(s["objective"])
+        params = " ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}"
+                          for k, v in row["params"].items())
+        lines.append(f"{row['number']:>4} {row['state']:<8} {_fmt(value, '9.4f'):>9} "
+                     f"{_fmt(m.get('val/fitness/MSE'), '11.5f'):>11} "
+                     f"{_fmt(m.get('val/gene_interaction/Pearson'), '8.3f'):>8} "
+                     f"{_fmt(row['duration_s'], '7.1f'):>7}  {params}")
+    best = status.get("best")
+    if best:
+        lines.append(f"best: trial {best['number']} {s['objective']} = {best['value']:.4f}")
+    return "\n".join(lines)
+
+
+def best_command(name: str, storage: str | None, *, as_json: bool = False) -> dict[str, Any]:
+    """The best complete trial: number, value, params, metrics, test metrics and full config.
+
+    Raises:
+        StudyError: no such study, or it has no complete trial yet.
+    """
+    status = status_command(name, storage)
+    if status["best"] is None:
+        raise StudyError(f"study {name!r} has no complete trial yet; run `torchcell-search start --study {name}`")
+    return {"study": name, "objective": status["study"]["objective"], **status["best"]}
