@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_official_data_dir
+from datafiles import make_official_data_dir
 
 from torchcell_search.data.cell_graph import build_cell_graph
 from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_official_data_dir, write_gz
+from datafiles import make_official_data_dir, write_gz
 
 from torchcell_search.data.cell_graph import build_cell_graph
 from torchcell_search.data.perturbations import build_perturbation_table

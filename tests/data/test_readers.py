@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import (
+from datafiles import (
     SGA_HEADER,
     SGA_ROWS,
     TAB3_HEADER,

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -55,6 +56,7 @@ __all__ = [
 CONFIG_ATTR = "torchcell_search"
 BASELINES_ATTR = "baselines"
 DEFAULT_OBJECTIVE = "val/gene_interaction/Pearson"
+_logger = logging.getLogger(__name__)
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _DEFAULT_SPACE = "configs/report.yaml"
 _OBJECTIVE_RE = re.compile(r"^(train|val)/(fitness|gene_interaction)/(MSE|Pearson|Spearman)$|^(train|val)/loss$")
@@ -487,9 +489,18 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
         if _budget_left(study, cfg.n_trials) <= 0:
             study.stop()
 
+    def refresh_figures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # optuna-dashboard shows the study's figures as saved here, after every finished trial.
+        from torchcell_search.dashboards import refresh_dashboard
+
+        try:
+            refresh_dashboard(study, artifact_store=objective.store)
+        except Exception as e:  # a figure must never cost a trial or stop a worker
+            _logger.warning("study %r: dashboard figures not refreshed: %s: %s", name, type(e).__name__, e)
+
     try:
         study.optimize(guarded, timeout=cfg.timeout, catch=(_OverBudget,), callbacks=[
-            optuna.study.MaxTrialsCallback(cfg.n_trials, states=_FINISHED), stop_when_spent,
+            optuna.study.MaxTrialsCallback(cfg.n_trials, states=_FINISHED), stop_when_spent, refresh_figures,
         ])
     except TorchcellSearchError:
         raise
