@@ -49,8 +49,10 @@ from torchcell_search.errors import ConfigError, DataError
 from torchcell_search.model.layers import (
     BatchedGATv2Conv,
     ConvBlock,
+    EdgePlan,
     PredictionHead,
     PreProcessor,
+    SegmentIndex,
     StoichHypergraphConv,
     build_norm,
 )
@@ -86,6 +88,7 @@ class _Edges(NamedTuple):
     metabolism: Tensor  # (2, K_met): metabolite, reaction
     stoich: Tensor  # (K_met,)
     num_reactions: int
+    plans: dict | None = None  # prebuilt EdgePlan / SegmentIndex per relation (None: convs build them)
 
 
 class _Keeps(NamedTuple):
@@ -149,6 +152,7 @@ class HeteroCell(nn.Module):
         self.register_buffer("gpr_index", data[GPR].hyperedge_index.long().contiguous(), persistent=False)
         self.register_buffer("metabolism_index", data[METABOLISM].hyperedge_index.long().contiguous(), persistent=False)
         self.register_buffer("stoichiometry", data[METABOLISM].stoichiometry.float().contiguous(), persistent=False)
+        self._plan_cache: tuple[torch.device, dict] | None = None  # destination-sorted edges, see _plans
 
         self.gene_embedding = nn.Embedding(self.num_genes, E)
         self.reaction_embedding = nn.Embedding(self.num_reactions, E)
@@ -248,7 +252,22 @@ class HeteroCell(nn.Module):
             self.metabolism_index,
             self.stoichiometry,
             self.num_reactions,
+            self._plans(),
         )
+
+    def _plans(self) -> dict:
+        """Each relation's edges sorted by destination once (per device), for every forward."""
+        device = self.physical_index.device
+        if self._plan_cache is None or self._plan_cache[0] != device:
+            G, R, M = self.num_genes, self.num_reactions, self.num_metabolites
+            plans = {
+                "physical": EdgePlan(self.physical_index, G, G, self_loops=True),
+                "regulatory": EdgePlan(self.regulatory_index, G, G, self_loops=True),
+                "gpr": EdgePlan(self.gpr_index, G, R, self_loops=False),
+                "metabolism": (SegmentIndex(self.metabolism_index[0], M), SegmentIndex(self.metabolism_index[1], R)),
+            }
+            self._plan_cache = (device, plans)
+        return self._plan_cache[1]
 
     def _keeps(self, masks: PerturbationMasks) -> _Keeps:
         """Slot 0 (wildtype) keeps everything; an edge is kept only if both ends are."""
@@ -287,12 +306,24 @@ class HeteroCell(nn.Module):
 
     def _encode(self, x_gene: Tensor, x_rxn: Tensor, x_met: Tensor, edges: _Edges, keeps: _Keeps) -> Tensor:
         """Run the conv layers; returns gene features ``(N, S, H)``."""
+        plans = edges.plans or {}
         for layer in self.convs:
-            phys = layer["physical"](x_gene, None, edges.physical, keeps.physical, node_keep=keeps.gene)
-            reg = layer["regulatory"](x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene)
-            gpr = layer["gpr"](x_gene, x_rxn, edges.gpr, keeps.gpr, node_keep=keeps.reaction)
+            phys = layer["physical"](
+                x_gene, None, edges.physical, keeps.physical, node_keep=keeps.gene, plan=plans.get("physical")
+            )
+            reg = layer["regulatory"](
+                x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene, plan=plans.get("regulatory")
+            )
+            gpr = layer["gpr"](x_gene, x_rxn, edges.gpr, keeps.gpr, node_keep=keeps.reaction, plan=plans.get("gpr"))
             met = layer["metabolism"](
-                x_met, x_rxn, edges.metabolism, edges.stoich, keeps.metabolism, edges.num_reactions, node_keep=keeps.metabolite
+                x_met,
+                x_rxn,
+                edges.metabolism,
+                edges.stoich,
+                keeps.metabolism,
+                edges.num_reactions,
+                node_keep=keeps.metabolite,
+                plan=plans.get("metabolism"),
             )
             x_gene, x_rxn, x_met = phys + reg, gpr, met  # HeteroConv(aggr="sum") per destination type
         return x_gene

@@ -9,12 +9,17 @@ of length ``E`` instead of ``S * E`` in a PyG ``Batch``. With ``S = 1`` and no m
 layers are ordinary message passing on a (disjoint-union) graph, which is what
 :mod:`torchcell_search.model.reference` uses.
 
-Only torch's native ``index_add_``/``index_reduce_`` are used (CUDA and autocast friendly,
-no float64).
+Edges are sorted by destination once (:class:`EdgePlan`, :class:`SegmentIndex`), so every
+scatter is a sum over a sorted index (``index_add_`` into zeros; ``segment_reduce`` is
+the alternative, see ``_SEGMENT_SUM``) and every gather an ``index_select`` whose backward
+is such a sum (no ``index_put_(accumulate=True)``). The GATv2 edge computation is fused
+and chunked (:class:`_GATv2Attention`): it keeps only ``alpha: (E, S, H)`` for backward,
+so the real graph (322k edges) fits in a few GB. All of it is deterministic on CPU.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -32,7 +37,11 @@ __all__ = [
     "PredictionHead",
     "StoichHypergraphConv",
     "build_norm",
+    "EdgePlan",
+    "SegmentIndex",
+    "gather",
     "masked_softmax",
+    "scatter_sum",
 ]
 
 
@@ -43,7 +52,97 @@ def _glorot(t: Tensor) -> None:
         t.uniform_(-a, a)
 
 
-def masked_softmax(score: Tensor, index: Tensor, keep: Tensor | None, num_groups: int) -> Tensor:
+# --------------------------------------------------------------------------- segments
+# Scatters are sums over a sorted index, gathers are ``index_select`` with such a sum as
+# backward. Measured on 2 shared CPU cores (benchmarks/bench_model.py): ``index_add_`` on a
+# sorted index is ~4x faster than ``segment_reduce`` single-threaded; ``segment_reduce`` is
+# serial, so it is the more robust choice when the threads are contended.
+
+
+class SegmentIndex:
+    """Entries grouped by ``index``: the stable sort that makes groups contiguous, and the group sizes.
+
+    .. note::
+        Build it once per index (it sorts) and reuse it; :meth:`sum` is then one
+        ``index_select`` (skipped when ``index`` is already sorted) and one sorted segment sum.
+
+    Args:
+        index (Tensor): ``(K,)`` long, the group of each entry, in ``[0, num_groups)``.
+        num_groups (int): number of groups (empty groups sum to 0).
+    """
+
+    def __init__(self, index: Tensor, num_groups: int) -> None:
+        self.index = index
+        self.num_groups = num_groups
+        self.lengths = torch.bincount(index, minlength=num_groups) if index.numel() else index.new_zeros(num_groups)
+        sorted_ = bool((index[1:] >= index[:-1]).all()) if index.numel() > 1 else True
+        self.perm = None if sorted_ else torch.argsort(index, stable=True)
+        self.sorted_index = index if self.perm is None else index.index_select(0, self.perm)
+
+    def sum(self, values: Tensor) -> Tensor:
+        """``(num_groups, ...)``: the sum of ``values: (K, ...)`` per group (no autograd)."""
+        if self.perm is not None:
+            values = values.index_select(0, self.perm)
+        return _segment_sum(values, self.index if self.perm is None else self.sorted_index, self.lengths)
+
+    def max(self, values: Tensor) -> Tensor:
+        """``(num_groups, ...)``: the max per group, ``-inf`` for an empty group (no autograd)."""
+        if self.perm is not None:
+            values = values.index_select(0, self.perm)
+        return torch.segment_reduce(values, "max", lengths=self.lengths, axis=0)
+
+
+#: ``"index_add"`` or ``"segment_reduce"``: the kernel of every segment sum.
+_SEGMENT_SUM = "index_add"
+
+
+def _segment_sum(values: Tensor, sorted_index: Tensor, lengths: Tensor) -> Tensor:
+    """``(len(lengths), ...)`` sums of ``values`` rows grouped by the sorted ``sorted_index``."""
+    if _SEGMENT_SUM == "segment_reduce":
+        return torch.segment_reduce(values, "sum", lengths=lengths, axis=0)
+    out = values.new_zeros((lengths.numel(),) + values.shape[1:])
+    return out.index_add_(0, sorted_index, values)
+
+
+class _ScatterSum(torch.autograd.Function):
+    """``out[i] = sum_{k: index_k = i} values[k]``; backward gathers."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, seg: SegmentIndex) -> Tensor:  # noqa: ANN001
+        ctx.seg = seg
+        return seg.sum(values)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        return grad.index_select(0, ctx.seg.index), None
+
+
+class _Gather(torch.autograd.Function):
+    """``out[k] = x[index_k]``; backward is a segment sum (no ``index_put_``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, seg: SegmentIndex) -> Tensor:  # noqa: ANN001
+        ctx.seg = seg
+        return x.index_select(0, seg.index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        return _ScatterSum.apply(grad, ctx.seg), None
+
+
+def scatter_sum(values: Tensor, seg: SegmentIndex) -> Tensor:
+    """Differentiable ``(num_groups, ...)`` sum of ``values: (K, ...)`` by ``seg.index``."""
+    return _ScatterSum.apply(values, seg)
+
+
+def gather(x: Tensor, seg: SegmentIndex) -> Tensor:
+    """Differentiable ``x[seg.index]``: ``(K, ...)`` rows of ``x: (num_groups, ...)``."""
+    return _Gather.apply(x, seg)
+
+
+def masked_softmax(
+    score: Tensor, index: Tensor, keep: Tensor | None, num_groups: int, *, seg: SegmentIndex | None = None
+) -> Tensor:
     """Softmax of ``score`` over the entries sharing ``index``, ignoring masked entries.
 
     .. math::
@@ -57,20 +156,209 @@ def masked_softmax(score: Tensor, index: Tensor, keep: Tensor | None, num_groups
         index: ``(E,)`` group (destination) of each entry.
         keep: ``(E, S)`` bool, or ``None`` (keep all).
         num_groups: number of groups.
+        seg: a prebuilt ``SegmentIndex(index, num_groups)`` (default: built here).
 
     Returns:
         ``(E, S, H)`` weights.
     """
+    seg = seg if seg is not None else SegmentIndex(index, num_groups)
     if keep is not None:
         score = score.masked_fill(~keep.unsqueeze(-1), float("-inf"))
     # The max only stabilises exp; like PyG we do not differentiate through it.
-    top = torch.full((num_groups,) + score.shape[1:], float("-inf"), dtype=score.dtype, device=score.device)
-    idx = index.view(-1, *([1] * (score.dim() - 1))).expand_as(score)  # a view, no copy
-    top = top.scatter_reduce_(0, idx, score.detach(), "amax", include_self=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    ex = (score - top[index]).exp()  # masked entries: exp(-inf) = 0
-    denom = torch.zeros_like(top).index_add_(0, index, ex)
-    return ex / (denom[index] + 1e-16)
+    top = seg.max(score.detach())
+    top = torch.where(top == float("-inf"), 0.0, top)
+    ex = (score - top.index_select(0, index)).exp()  # masked entries: exp(-inf) = 0
+    denom = scatter_sum(ex, seg)
+    return ex / (gather(denom, seg) + 1e-16)
+
+
+#: Largest ``edges x slots x channels`` block one chunk of the fused GATv2 materialises
+#: (floats). Bounds the memory of the real graph (322k edges) and keeps blocks cache-sized.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+class EdgePlan:
+    """A relation's edges sorted by destination (CSR), self loops included, built once per graph.
+
+    Sorting once makes every per-destination reduction (softmax max and sum, aggregation)
+    a ``segment_reduce`` over contiguous rows, and lets :class:`BatchedGATv2Conv` process
+    the edges in chunks of whole destination segments.
+
+    Args:
+        edge_index (Tensor): ``(2, E)`` long (source, destination).
+        num_src (int): source nodes.
+        num_dst (int): destination nodes.
+        self_loops (bool): append ``i -> i`` for ``i < min(num_src, num_dst)`` (never masked).
+    """
+
+    def __init__(self, edge_index: Tensor, num_src: int, num_dst: int, *, self_loops: bool) -> None:
+        src, dst = edge_index[0].long(), edge_index[1].long()
+        self.num_src, self.num_dst = num_src, num_dst
+        self.num_loops = min(num_src, num_dst) if self_loops else 0
+        if self.num_loops:
+            loops = torch.arange(self.num_loops, device=src.device)
+            src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
+        order = torch.argsort(dst, stable=True)
+        identity = bool((order == torch.arange(order.numel(), device=order.device)).all())
+        self.order = None if identity else order  # (E,): input edge (then loop) of each sorted edge
+        self.src, self.dst = src[order].contiguous(), dst[order].contiguous()  # (E,) destination-sorted
+        self.by_dst = SegmentIndex(self.dst, num_dst)
+        self.ptr = torch.cat([self.dst.new_zeros(1), torch.cumsum(self.by_dst.lengths, 0)]).tolist()
+        self._by_src: SegmentIndex | None = None
+        self._chunks: dict[int, list[tuple[int, int, int, int]]] = {}
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.numel()
+
+    @property
+    def by_src(self) -> SegmentIndex:
+        """Groups by source (for the gradient of the gather ``x_src[src]``), built on first use."""
+        if self._by_src is None:
+            self._by_src = SegmentIndex(self.src, self.num_src)
+        return self._by_src
+
+    def keep(self, edge_keep: Tensor | None) -> Tensor | None:
+        """``(E, S)`` input-order keep mask -> plan order, self loops kept."""
+        if edge_keep is None:
+            return None
+        if self.num_loops:
+            edge_keep = torch.cat([edge_keep, edge_keep.new_ones(self.num_loops, edge_keep.size(1))])
+        return edge_keep if self.order is None else edge_keep.index_select(0, self.order)
+
+    def chunks(self, width: int) -> list[tuple[int, int, int, int]]:
+        """``(edge_start, edge_end, node_start, node_end)`` blocks of whole destination segments,
+        each of at most ``_CHUNK_ELEMENTS // width`` edges (a larger segment is a block alone)."""
+        if width not in self._chunks:
+            limit, ptr, out, n0 = max(1, _CHUNK_ELEMENTS // max(1, width)), self.ptr, [], 0
+            while n0 < self.num_dst:
+                n1 = bisect.bisect_right(ptr, ptr[n0] + limit, lo=n0 + 1) - 1
+                n1 = min(max(n1, n0 + 1), self.num_dst)
+                out.append((ptr[n0], ptr[n1], n0, n1))
+                n0 = n1
+            self._chunks[width] = out or [(0, 0, 0, 0)]
+        return self._chunks[width]
+
+
+def _sum_to(t: Tensor, slots: int) -> Tensor:
+    """Sum a ``(E, S, ...)`` gradient over the slot dim when the input had one (broadcast) slot."""
+    return t.sum(1, keepdim=True) if slots == 1 and t.size(1) != 1 else t
+
+
+def _att_score(e: Tensor, att: Tensor | None) -> Tensor:
+    """``(E, S, H, C) . (H, C) -> (E, S, H)`` (``att=None``: sum over ``C``)."""
+    E, S, H, C = e.shape
+    if att is None:
+        return e.sum(-1)
+    if H == 1:
+        return torch.mv(e.reshape(-1, C), att.view(C)).view(E, S, 1)
+    return (e * att).sum(-1)
+
+
+def _edge_outer(ds: Tensor, lz: Tensor) -> Tensor:
+    """``sum_{e, s} ds[e, s, h] * lz[e, s, h, c] -> (H, C)``."""
+    H, C = lz.shape[-2:]
+    if H == 1:
+        return torch.mv(lz.reshape(-1, C).t(), ds.reshape(-1)).view(1, C)
+    return (ds.unsqueeze(-1) * lz).sum((0, 1))
+
+
+class _GATv2Attention(torch.autograd.Function):
+    """Fused GATv2 attention and aggregation over a destination-sorted :class:`EdgePlan`.
+
+    ``agg_i = sum_e alpha_e xl_{src_e}`` with ``alpha = softmax_{dst}(a . LeakyReLU(xl_src + xr_dst))``
+    over kept edges. Edge blocks are processed chunk by chunk and only ``alpha: (E, S, H)``
+    is kept for backward, which recomputes the edge features: memory is
+    ``O(E * S * H + N * S * H * C)`` instead of several ``(E, S, H, C)`` tensors.
+    Backward uses ``sum_e' alpha_e' dalpha_e' = <g_i, agg_i>`` (node level), so each chunk
+    needs no segment context.
+    """
+
+    @staticmethod
+    def forward(ctx, xl: Tensor, xr: Tensor, att: Tensor, keep: Tensor | None, plan: EdgePlan, slope: float) -> Tensor:  # noqa: ANN001
+        H, C = att.shape
+        Sz = max(xl.size(1), xr.size(1))
+        S = max(Sz, keep.size(1) if keep is not None else 1)
+        aggs, alphas = [], []
+        for e0, e1, n0, n1 in plan.chunks(S * H * C):
+            src, dst = plan.src[e0:e1], plan.dst[e0:e1]
+            local, lengths = dst - n0, plan.by_dst.lengths[n0:n1]
+            xj = xl.index_select(0, src)  # (Ec, S1, H, C)
+            z = torch.add(xj, xr.index_select(0, dst))  # (Ec, Sz, H, C)
+            s = _att_score(F.leaky_relu_(z, slope), att)  # (Ec, Sz, H)
+            if keep is not None:
+                s = torch.where(keep[e0:e1].unsqueeze(-1), s, float("-inf"))  # (Ec, S, H)
+            top = torch.segment_reduce(s, "max", lengths=lengths, axis=0)  # (nc, S, H)
+            top = torch.where(top == float("-inf"), 0.0, top)  # all-masked / empty segment
+            ex = (s - top.index_select(0, local)).exp_()  # masked: 0
+            den = _segment_sum(ex, local, lengths).add_(1e-16)
+            alpha = ex.div_(den.index_select(0, local))  # (Ec, S, H)
+            # alpha * x_j, into z's buffer when the shapes allow (no new (Ec, S, H, C) tensor).
+            msg = torch.mul(xj, alpha.unsqueeze(-1), out=z) if z.size(1) == alpha.size(1) else xj * alpha.unsqueeze(-1)
+            aggs.append(_segment_sum(msg, local, lengths))
+            alphas.append(alpha)
+        agg = aggs[0] if len(aggs) == 1 else torch.cat(aggs)  # (N_dst, S, H, C)
+        alpha = alphas[0] if len(alphas) == 1 else torch.cat(alphas)  # (E, S, H)
+        ctx.plan, ctx.slope = plan, slope
+        ctx.save_for_backward(xl, xr, att, alpha, agg)
+        return agg
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        xl, xr, att, alpha, agg = ctx.saved_tensors
+        plan, slope = ctx.plan, ctx.slope
+        S1, S2 = xl.size(1), xr.size(1)
+        H, C = att.shape
+        S = agg.size(1)
+        grad = grad.contiguous()
+        c = (grad * agg).sum(-1)  # (N_dst, S, H): sum_e alpha_e dalpha_e per destination
+        dxl = torch.zeros_like(xl) if ctx.needs_input_grad[0] else None
+        dxrs, datt = [], torch.zeros_like(att)
+        chunks = plan.chunks(S * H * C)
+        for e0, e1, n0, n1 in chunks:
+            src, dst = plan.src[e0:e1], plan.dst[e0:e1]
+            lengths = plan.by_dst.lengths[n0:n1]
+            xj = xl.index_select(0, src)  # (Ec, S1, H, C)
+            z = torch.add(xj, xr.index_select(0, dst))  # (Ec, Sz, H, C)
+            g = grad.index_select(0, dst)  # (Ec, S, H, C)
+            a = alpha[e0:e1]  # (Ec, S, H)
+            ds = _att_score(g * xj, None)  # dalpha (Ec, S, H)
+            ds = ds.sub_(c.index_select(0, dst)).mul_(a)  # d score; 0 where masked
+            ds = _sum_to(ds, z.size(1))  # (Ec, Sz, H)
+            dlrelu = torch.where(z > 0, 1.0, slope)  # LeakyReLU'(z)
+            lz = z.mul_(dlrelu)  # LeakyReLU(z), in place
+            if ctx.needs_input_grad[2]:
+                datt += _edge_outer(ds, lz)
+            dz = dlrelu.mul_(ds.unsqueeze(-1)).mul_(att)  # (Ec, Sz, H, C), in place
+            if ctx.needs_input_grad[1]:
+                dxrs.append(_segment_sum(_sum_to(dz, S2), dst - n0, lengths))
+            if dxl is not None:
+                if S1 == S and dz.size(1) == S:
+                    contrib = dz.addcmul_(a.unsqueeze(-1), g)
+                else:
+                    contrib = _sum_to(dz, S1) + _sum_to(g.mul_(a.unsqueeze(-1)), S1)
+                seg = plan.by_src if len(chunks) == 1 else SegmentIndex(src, plan.num_src)
+                dxl += seg.sum(contrib)
+        dxr = None
+        if ctx.needs_input_grad[1]:
+            dxr = dxrs[0] if len(dxrs) == 1 else torch.cat(dxrs)
+            if dxr.size(1) != S2:
+                dxr = dxr.sum(1, keepdim=True)
+        return dxl, dxr, datt if ctx.needs_input_grad[2] else None, None, None, None
+
+
+def _gatv2_unfused(
+    xl: Tensor, xr: Tensor, att: Tensor, keep: Tensor | None, plan: EdgePlan, slope: float, dropout: float, training: bool
+) -> Tensor:
+    """What :class:`_GATv2Attention` computes, in differentiable steps (attention dropout, tests)."""
+    xj = gather(xl, plan.by_src)  # (E, S1, H, C)
+    z = xj + gather(xr, plan.by_dst)
+    score = (F.leaky_relu(z, slope) * att).sum(-1)  # (E, Sz, H)
+    if keep is not None:
+        score = score.expand(-1, keep.size(1), -1)
+    alpha = masked_softmax(score, plan.dst, keep, plan.num_dst, seg=plan.by_dst)
+    alpha = F.dropout(alpha, p=dropout, training=training)
+    return scatter_sum(xj * alpha.unsqueeze(-1), plan.by_dst)  # (N_dst, S, H, C)
 
 
 class MaskedBatchNorm(nn.Module):
@@ -313,27 +601,30 @@ class BatchedGATv2Conv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(
-        self, x_src: Tensor, x_dst: Tensor | None, edge_index: Tensor, edge_keep: Tensor | None = None
+        self,
+        x_src: Tensor,
+        x_dst: Tensor | None,
+        edge_index: Tensor | None,
+        edge_keep: Tensor | None = None,
+        *,
+        plan: EdgePlan | None = None,
     ) -> Tensor:
         H, C = self.heads, self.out_channels
         x_dst = x_src if x_dst is None else x_dst
         N_src, N_dst = x_src.size(0), x_dst.size(0)
+        if plan is None:
+            plan = EdgePlan(edge_index, N_src, N_dst, self_loops=self.add_self_loops)
+        elif plan.num_loops != (min(N_src, N_dst) if self.add_self_loops else 0):
+            raise ValueError(f"{self!r}: the EdgePlan's self loops do not match add_self_loops={self.add_self_loops}")
+        keep = plan.keep(edge_keep)  # (E, S) in plan order, or None
         # Inputs may carry one slot shared by all samples (broadcast); the masks set S.
-        S = edge_keep.size(1) if edge_keep is not None else max(x_src.size(1), x_dst.size(1))
-        src, dst = edge_index[0], edge_index[1]
-        if self.add_self_loops:
-            loops = torch.arange(min(N_src, N_dst), device=src.device)
-            src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
-            if edge_keep is not None:
-                edge_keep = torch.cat([edge_keep, edge_keep.new_ones(loops.numel(), edge_keep.size(1))])
         xl = self.lin_l(x_src).view(N_src, -1, H, C)  # (N_src, S or 1, H, C)
         xr = self.lin_r(x_dst).view(N_dst, -1, H, C)
-        xj = xl[src]  # (E, S or 1, H, C): contiguous rows per edge
-        e = F.leaky_relu(xj + xr[dst], self.negative_slope)
-        score = (e * self.att).sum(-1)  # (E, S, H)
-        alpha = masked_softmax(score, dst, edge_keep, N_dst)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = xl.new_zeros(N_dst, S, H, C).index_add_(0, dst, xj * alpha.unsqueeze(-1))  # (N_dst, S, H, C)
+        if self.dropout > 0 and self.training:
+            out = _gatv2_unfused(xl, xr, self.att, keep, plan, self.negative_slope, self.dropout, True)
+        else:
+            out = _GATv2Attention.apply(xl, xr, self.att, keep, plan, self.negative_slope)  # (N_dst, S, H, C)
+        S = out.size(1)
         out = out.reshape(N_dst, S, H * C) if self.concat else out.mean(dim=2)
         return out + self.bias if self.bias is not None else out
 
@@ -422,32 +713,39 @@ class StoichHypergraphConv(nn.Module):
         stoich: Tensor,
         keep: Tensor | None = None,
         num_reactions: int | None = None,
+        *,
+        plan: tuple[SegmentIndex, SegmentIndex] | None = None,
     ) -> Tensor:
         H, C = self.heads, self.out_channels
         M = x.size(0)
         S = keep.size(1) if keep is not None else max(x.size(1), hyperedge_attr.size(1))
         R = hyperedge_attr.size(0) if num_reactions is None else num_reactions
-        m, r = hyperedge_index[0], hyperedge_index[1]
+        # Incidences grouped by metabolite and by reaction (prebuilt by the model, else here).
+        by_m, by_r = plan if plan is not None else (SegmentIndex(hyperedge_index[0], M), SegmentIndex(hyperedge_index[1], R))
+        m, r = by_m.index, by_r.index
         xt = self.lin(x).view(M, -1, H, C)  # (M, S or 1, H, C)
         ht = self.lin(hyperedge_attr).view(hyperedge_attr.size(0), -1, H, C)
-        xi = xt[m]  # (K, S, H, C)
-        score = (xi * self.att[:, :C]).sum(-1) + (ht[r] * self.att[:, C:]).sum(-1)  # (K, S, H)
-        alpha = masked_softmax(F.leaky_relu(score, self.negative_slope), r, keep, R)
+        xi = gather(xt, by_m)  # (K, S, H, C)
+        # a . [x'_m || h'_r] = a_m . x'_m + a_r . h'_r: dot products at node level, then gathered.
+        score = gather((xt * self.att[:, :C]).sum(-1), by_m) + gather((ht * self.att[:, C:]).sum(-1), by_r)  # (K, S, H)
+        if keep is not None:
+            score = score.expand(-1, S, -1)
+        alpha = masked_softmax(F.leaky_relu(score, self.negative_slope), r, keep, R, seg=by_r)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
         coef = stoich.to(x.dtype).view(-1, 1, 1) * alpha  # (K, S, H): s_k alpha_k, 0 where masked
         if self.gate_lin is not None:
-            coef = coef * torch.sigmoid(self.gate_lin(x))[m]  # gate (K, S, 1)
-        w = stoich.abs().to(x.dtype).view(-1, 1).expand(-1, S)  # (K, S)
-        if keep is not None:
-            w = w * keep
-        deg_r = x.new_zeros(R, S).index_add_(0, r, w)
-        deg_m = x.new_zeros(M, S).index_add_(0, m, w)
-        inv_r = torch.where(deg_r > 0, 1.0 / deg_r.clamp_min(1e-30), torch.zeros_like(deg_r))  # (R, S)
-        inv_m = torch.where(deg_m > 0, 1.0 / deg_m.clamp_min(1e-30), torch.zeros_like(deg_m))  # (M, S)
+            coef = coef * gather(torch.sigmoid(self.gate_lin(x)), by_m)  # gate (K, S, 1)
+        with torch.no_grad():  # degrees depend on the masks only
+            w = stoich.abs().to(x.dtype).view(-1, 1).expand(-1, S)  # (K, S)
+            if keep is not None:
+                w = w * keep
+            deg_r, deg_m = by_r.sum(w), by_m.sum(w)  # (R, S), (M, S)
+            inv_r = torch.where(deg_r > 0, 1.0 / deg_r.clamp_min(1e-30), torch.zeros_like(deg_r))
+            inv_m = torch.where(deg_m > 0, 1.0 / deg_m.clamp_min(1e-30), torch.zeros_like(deg_m))
         # Metabolites -> reactions.
-        e = xt.new_zeros(R, S, H, C).index_add_(0, r, (coef * inv_r[r].unsqueeze(-1)).unsqueeze(-1) * xi)
+        e = scatter_sum((coef * inv_r.index_select(0, r).unsqueeze(-1)).unsqueeze(-1) * xi, by_r)  # (R, S, H, C)
         # Reactions -> metabolites.
-        out = xt.new_zeros(M, S, H, C).index_add_(0, m, (coef * inv_m[m].unsqueeze(-1)).unsqueeze(-1) * e[r])
+        out = scatter_sum((coef * inv_m.index_select(0, m).unsqueeze(-1)).unsqueeze(-1) * gather(e, by_r), by_m)
         out = out.reshape(M, S, H * C)
         return out + self.bias if self.bias is not None else out
 
@@ -489,5 +787,5 @@ class ConvBlock(nn.Module):
             if hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
 
-    def forward(self, *args: object, node_keep: Tensor | None = None) -> Tensor:
-        return self.dropout(F.relu(self.norm(self.proj(self.conv(*args)), node_keep)))
+    def forward(self, *args: object, node_keep: Tensor | None = None, **kwargs: object) -> Tensor:
+        return self.dropout(F.relu(self.norm(self.proj(self.conv(*args, **kwargs)), node_keep)))
