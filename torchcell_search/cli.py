@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -124,7 +126,14 @@ def _cmd_start(args: argparse.Namespace) -> None:
 def _cmd_worker(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import worker_command
 
-    worker_command(args.study, _storage(args), cache_dir=_cache_dir(args))
+    # SIGTERM (Slurm's preemption and time-limit signal) stops at the next epoch checkpoint;
+    # the trial is handed back for retry and the worker exits with status 0.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    result = worker_command(args.study, _storage(args), cache_dir=_cache_dir(args), stop=stop)
+    if result.get("preempted") is not None:
+        print(f"torchcell-search: stopped by SIGTERM; trial {result['preempted']} handed back for retry",
+              file=sys.stderr)
 
 
 def _cmd_status(args: argparse.Namespace) -> None:

@@ -53,7 +53,7 @@ def test_demo_is_labelled_synthetic(demo: Dataset) -> None:
     assert demo.info["synthetic"] is True
     assert "synthetic" in demo.info["description"]
     assert demo.graph.gene_ids[:2] == ["DEMO0001", "DEMO0002"]
-    assert len(demo.table) == 6000 and demo.graph.num_genes == 300
+    assert len(demo.table) == 3000 and demo.graph.num_genes == 120
 
 
 def test_demo_graph_schema_and_index_ranges(demo: Dataset) -> None:
@@ -118,7 +118,7 @@ def test_demo_labels_follow_multiplicative_model(demo: Dataset) -> None:
 def test_demo_records_are_ordered_nonessential_pairs_some_in_both_orientations(demo: Dataset) -> None:
     t = demo.table
     g = t.genes
-    assert g.dtype == torch.long and g.shape == (6000, 2)
+    assert g.dtype == torch.long and g.shape == (3000, 2)
     assert not bool((g[:, 0] == g[:, 1]).any())
     assert not bool(demo.graph.essential[g].any())
     ordered = set(map(tuple, g.tolist()))

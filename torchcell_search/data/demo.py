@@ -47,7 +47,7 @@ _NOISE_EPS = 0.035  # measurement noise of epsilon: keeps the task learnable but
 _LATENT_DIM = 6
 
 
-def make_demo_dataset(seed: int = 0, *, num_genes: int = 300, num_records: int = 6000) -> Dataset:
+def make_demo_dataset(seed: int = 0, *, num_genes: int = 120, num_records: int = 3000) -> Dataset:
     """Build the deterministic synthetic demo :class:`~torchcell_search.data.types.Dataset`.
 
     Example:
@@ -149,7 +149,11 @@ def _metabolism(rng: np.random.Generator, N: int) -> _Metabolism:
     met.num_reactions = R
     met.num_metabolites = max(8, N // 5)
     for r in range(R):
-        kind = rng.choice(["single", "isoenzyme", "complex", "mixed", "none"], p=[0.3, 0.25, 0.2, 0.15, 0.1])
+        # The first three reactions fix one isoenzyme, one complex and one rule-less reaction,
+        # so every demo (however small) exercises each deletion rule.
+        forced = ("isoenzyme", "complex", "none")
+        kind = forced[r] if r < len(forced) else rng.choice(
+            ["single", "isoenzyme", "complex", "mixed", "none"], p=[0.3, 0.25, 0.2, 0.15, 0.1])
         picks = [int(g) for g in rng.choice(metabolic_genes, size=3, replace=False)]
         if kind == "single":
             clauses = [[picks[0]]]
@@ -281,7 +285,7 @@ def _records(
     eps_true = (
         0.065 * smooth
         - 0.010 * (hub[q] + hub[a])
-        - 0.04 * is_phys
+        - 0.08 * is_phys
         - 0.06 * shares
         - 0.18 * is_iso
         + 0.06 * is_cplx

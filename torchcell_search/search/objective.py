@@ -15,12 +15,18 @@ per process (cached by data, subset, split and seed). Per trial:
 
 A non-finite loss or objective ends the trial as pruned, with the reason in
 ``user_attrs["stopped_reason"]``; it counts towards the budget and the worker goes on.
+
+Preemption: when the worker's ``stop`` event is set (SIGTERM, as Slurm sends before it
+kills a job), the trial stops right after its next epoch checkpoint is written, with
+``user_attrs["stopped_reason"] = "preempted"``, by raising :class:`TrialPreempted`; its
+checkpoint is kept so the re-queued trial resumes from that epoch.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +49,11 @@ from torchcell_search.storage.artifacts import (
 if TYPE_CHECKING:
     from torchcell_search.search.study import StudyConfig
 
-__all__ = ["Objective", "load_study_data"]
+__all__ = ["Objective", "TrialPreempted", "load_study_data"]
+
+
+class TrialPreempted(Exception):
+    """The worker was asked to stop (SIGTERM); the trial's last epoch checkpoint is kept."""
 
 _DATA_CACHE: dict[tuple[Any, ...], tuple[Dataset, Split]] = {}
 
@@ -81,9 +91,13 @@ class Objective:
         cfg: the stored :class:`~torchcell_search.search.study.StudyConfig`.
         storage_url: the storage URL (locates the default artifact directory).
         cache_dir: data cache directory.
+        stop: when set, the running trial stops after its next epoch checkpoint
+            (:class:`TrialPreempted`).
     """
 
-    def __init__(self, study_name: str, cfg: "StudyConfig", storage_url: str, *, cache_dir: Path | None = None) -> None:
+    def __init__(self, study_name: str, cfg: "StudyConfig", storage_url: str, *, cache_dir: Path | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
         self.study_name = study_name
         self.cfg = cfg
         self.space = SearchSpace.from_dict(cfg.space)
@@ -127,14 +141,22 @@ class Objective:
 
         def on_checkpoint(ckpt: dict[str, Any]) -> None:
             save_atomic(ckpt, ckpt_path)
+            if self.stop.is_set():  # the safe point: this epoch is on disk
+                raise TrialPreempted(f"trial {trial.number}: preempted after epoch {ckpt['state']['epoch']}")
 
+        preempted = False
         try:
             result = train(self.dataset, self.split, run_cfg, objective=objective, epoch_callback=on_epoch,
-                           checkpoint=resume, checkpoint_callback=on_checkpoint)
+                           checkpoint=resume, checkpoint_callback=on_checkpoint, progress=True)
+        except TrialPreempted:
+            preempted = True
+            trial.set_user_attr("stopped_reason", "preempted")
+            raise
         finally:
-            # A finished, pruned or crashed trial is never resumed; only a killed worker's is.
-            for path in [ckpt_path, *resume_paths]:
-                path.unlink(missing_ok=True)
+            # A finished, pruned or crashed trial is never resumed; a killed or preempted one is.
+            if not preempted:
+                for path in [ckpt_path, *resume_paths]:
+                    path.unlink(missing_ok=True)
 
         embedding = result.history[result.best_epoch].get("embedding/mean_pairwise_distance") if (
             0 <= result.best_epoch < len(result.history)) else None

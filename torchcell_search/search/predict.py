@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import torch
 
-from torchcell_search.errors import DataError, StorageError, StudyError
+from torchcell_search.errors import ConfigError, DataError, StorageError, StudyError
 from torchcell_search.storage.artifacts import (
     CHECKPOINT_FILE,
     artifacts_dir,
@@ -59,8 +59,11 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def _write_tsv(out: Path, pairs: list[tuple[str, str]], pred: Any) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from e
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, delimiter="\t", lineterminator="\n")
@@ -87,6 +90,7 @@ def predict_command(study: str, storage: str | None, *, trial: int | None = None
         StudyError: no such study or trial, or the trial has no checkpoint.
         DataError: the pairs file is malformed or names genes absent from the cell graph
             (up to five are listed with their count); nothing is written.
+        ConfigError: ``out`` cannot be written (e.g. its parent is a file).
     """
     from torchcell_search.search.objective import load_study_data
     from torchcell_search.search.study import _load

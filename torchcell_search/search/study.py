@@ -20,12 +20,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
+import random
 import re
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,7 @@ from optuna.trial import TrialState
 from torchcell_search.config import RunConfig
 from torchcell_search.errors import ConfigError, DataError, StudyError, TorchcellSearchError
 from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, load_space, parse_space
-from torchcell_search.storage.urls import open_storage, redact, resolve_storage
+from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
 
 __all__ = [
     "DEFAULT_OBJECTIVE",
@@ -252,7 +256,15 @@ def _complete(given: dict[str, Any]) -> StudyConfig:
         values["sampler"] = space.sampler
     objective = values.get("objective", DEFAULT_OBJECTIVE)
     values.setdefault("direction", _direction(objective))
-    values.setdefault("epochs", 8 if values.get("data", "demo") == "demo" else 20)
+    if values.get("data", "demo") == "demo":
+        # The demo is a smoke run of the whole service: the report's full-graph model costs
+        # one graph pass per sample, so 8 trials fit in minutes on 2 CPU cores only on a
+        # small subset with few epochs.
+        values.setdefault("epochs", 4)
+        values.setdefault("subset", 1200)
+        values.setdefault("n_trials", 8)
+    else:
+        values.setdefault("epochs", 20)
     cfg = StudyConfig(**values)
     if cfg.sampler == "grid":
         space.grid()  # raises ConfigError for float ranges
@@ -307,6 +319,10 @@ def _load(name: str, storage_url: str | None) -> tuple[optuna.storages.RDBStorag
     """
     _check_name(name)
     url = resolve_storage(storage_url)
+    db = sqlite_path(url)
+    if db and db != ":memory:" and not Path(db).expanduser().exists():
+        # Opening would create an empty database file: a typo must not leave one behind.
+        raise StudyError(f"study {name!r} not found: {redact(url)} does not exist")
     rdb = open_storage(url)
     names = _names(rdb)
     if name not in names:
@@ -337,10 +353,39 @@ def _differences(stored: StudyConfig, given: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+def _enqueue_grid(study: optuna.Study, cfg: StudyConfig) -> None:
+    """Queue the grid's points (seeded order, at most ``n_trials``) as WAITING trials.
+
+    Parallel workers each pop a WAITING trial atomically, so every point runs exactly once;
+    Optuna's grid sampler alone lets two workers draw the same point under load.
+    """
+    grid = SearchSpace.from_dict(cfg.space).grid()
+    keys = sorted(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    random.Random(cfg.seed).shuffle(points)
+    for params in points[:cfg.n_trials]:
+        study.enqueue_trial(params)
+
+
+def _wait_for_config(rdb: optuna.storages.BaseStorage, name: str, timeout: float = 30.0) -> None:
+    """Wait while another process that just created study ``name`` writes its configuration."""
+    deadline = time.monotonic() + timeout
+    study_id = rdb.get_study_id_from_name(name)
+    while CONFIG_ATTR not in rdb.get_study_user_attrs(study_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, Any] | None, *,
+                     cache_dir: Path | None = None) -> dict[str, Any]:
     _check_name(name)
     given = _given_options(options)  # validated before the storage is touched
     fresh = _complete({**({} if "space" in given else _normalise({"space": _DEFAULT_SPACE})), **given})
+    if fresh.data != "demo":
+        # Missing or corrupt data files fail here, before a study is written (the load is
+        # cached, so the worker that follows pays nothing for it).
+        from torchcell_search.search.objective import load_study_data
+
+        load_study_data(fresh, cache_dir=cache_dir)
     url = resolve_storage(storage_url)
     rdb = open_storage(url)
     if name not in _names(rdb):
@@ -350,8 +395,12 @@ def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, A
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another process created it a moment ago: check it below
         else:
+            if fresh.sampler == "grid":
+                _enqueue_grid(study, fresh)
+            # Written last: a process that lost the creation race waits for it (below).
             study.set_user_attr(CONFIG_ATTR, fresh.to_dict())
             return {"study": name, "storage": redact(url), "created": True, "config": fresh.to_dict()}
+    _wait_for_config(rdb, name)
     _, stored = _load(name, url)
     diffs = _differences(stored, given)
     if diffs:
@@ -380,7 +429,7 @@ def create_study_command(name: str, storage: str | None, options: Mapping[str, A
         StudyError: the study exists with a different configuration (the differing fields are named).
         StorageError: the storage cannot be opened.
     """
-    return _create_or_check(name, storage, options)
+    return _create_or_check(name, storage, options, cache_dir=cache_dir)
 
 
 def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int = 1,
@@ -396,7 +445,7 @@ def start_command(name: str, storage: str | None, options: Mapping[str, Any] | N
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
-    _create_or_check(name, storage, options)
+    _create_or_check(name, storage, options, cache_dir=cache_dir)
     if jobs == 1:
         _, cfg = _load(name, storage)
         worker_command(name, storage, cache_dir=cache_dir, sampler_seed=cfg.seed)
@@ -425,6 +474,20 @@ def _spawn_workers(name: str, url: str, jobs: int, cache_dir: Path | None) -> No
         raise StudyError(f"study {name!r}: {'; '.join(failed)}")
 
 
+class _NoTracebackFor(logging.Filter):
+    """Drop the traceback Optuna logs with a failed trial when the failure is expected
+    (over budget, preempted): the one-line warning stays, the stack does not."""
+
+    def __init__(self, *types: type[BaseException]) -> None:
+        super().__init__()
+        self.types = types
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.types):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 class _OverBudget(Exception):
     """A trial was created after the budget's last slot was taken (ends as FAIL, untrained)."""
 
@@ -449,34 +512,44 @@ def _ensure_baselines(study: optuna.Study, cfg: StudyConfig, cache_dir: Path | N
 
 
 def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = None,
-                   sampler_seed: int | None = None) -> dict[str, Any]:
+                   sampler_seed: int | None = None, stop: threading.Event | None = None) -> dict[str, Any]:
     """Join a study and run trials until its total budget is reached (across all workers).
 
     Args:
         sampler_seed: the sampler's seed; default a per-process seed derived from the
             study seed, so parallel workers do not draw the same points.
+        stop: set it (the CLI does on SIGTERM) to stop at the next safe point: the running
+            trial ends after its next epoch checkpoint as FAIL with
+            ``stopped_reason = "preempted"`` and is re-queued (WAITING) to resume from that
+            checkpoint; no new trial starts.
 
     Returns:
-        ``{"study", "trials_run"}``.
+        ``{"study", "trials_run", "preempted"}``; ``preempted`` is the number of the trial
+        handed back, or ``None``.
 
     Raises:
         StudyError: no such study (the names in the storage are listed), or a trial failed
             with an unexpected error.
     """
-    from torchcell_search.search.objective import Objective
+    from torchcell_search.search.objective import Objective, TrialPreempted
 
+    stop = stop or threading.Event()
     url = resolve_storage(storage)
     rdb, cfg = _load(name, url)
     seed = sampler_seed if sampler_seed is not None else (cfg.seed * 1_000_003 + os.getpid()) % 2**31
     study = optuna.load_study(study_name=name, storage=rdb, sampler=_make_sampler(cfg, seed=seed),
                               pruner=_make_pruner(cfg))
     if _budget_left(study, cfg.n_trials) <= 0:
-        return {"study": name, "trials_run": 0}
+        return {"study": name, "trials_run": 0, "preempted": None}
     _ensure_baselines(study, cfg, cache_dir)
-    objective = Objective(name, cfg, url, cache_dir=cache_dir)
-    run = {"n": 0}
+    objective = Objective(name, cfg, url, cache_dir=cache_dir, stop=stop)
+    run: dict[str, Any] = {"n": 0, "trial_id": None}
 
     def guarded(trial: optuna.Trial) -> float:
+        run["trial_id"] = trial._trial_id
+        if stop.is_set():
+            trial.set_user_attr("stopped_reason", "preempted")
+            raise TrialPreempted(f"trial {trial.number}: preempted before it started")
         earlier = [t for t in study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number]
         if len(earlier) >= cfg.n_trials:
             trial.set_user_attr("stopped_reason", "over_budget")
@@ -498,15 +571,27 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
         except Exception as e:  # a figure must never cost a trial or stop a worker
             _logger.warning("study %r: dashboard figures not refreshed: %s: %s", name, type(e).__name__, e)
 
+    quiet = _NoTracebackFor(_OverBudget, TrialPreempted)
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    optimize_logger.addFilter(quiet)
     try:
         study.optimize(guarded, timeout=cfg.timeout, catch=(_OverBudget,), callbacks=[
             optuna.study.MaxTrialsCallback(cfg.n_trials, states=_FINISHED), stop_when_spent, refresh_figures,
         ])
+    except TrialPreempted:
+        # Hand the trial back: a WAITING copy with the same params resumes from its checkpoint.
+        failed = rdb.get_trial(run["trial_id"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, failed)
+        return {"study": name, "trials_run": run["n"], "preempted": failed.number}
     except TorchcellSearchError:
         raise
     except Exception as e:
         raise StudyError(f"study {name!r}: a trial failed: {type(e).__name__}: {e}") from e
-    return {"study": name, "trials_run": run["n"]}
+    finally:
+        optimize_logger.removeFilter(quiet)
+    return {"study": name, "trials_run": run["n"], "preempted": None}
 
 
 # --- status / best --------------------------------------------------------------------

@@ -5,12 +5,24 @@ Every URL that reaches a message goes through :func:`redact` first, so a passwor
 one place that opens a database: it sets heartbeats (a dead worker's trial is marked failed
 and retried from its last checkpoint), a connect timeout for PostgreSQL, and turns
 SQLAlchemy / Optuna failures into :class:`~torchcell_search.errors.StorageError`.
+
+Storage calls made after the storage opened retry lost connections (a database restart,
+a failover) with exponential backoff for up to :data:`DB_RETRY_S` seconds; opening itself
+does not retry, so an unreachable database fails a command quickly. Three environment
+variables (read here only) tune this for tests and clusters: ``TORCHCELL_SEARCH_HEARTBEAT_S``,
+``TORCHCELL_SEARCH_GRACE_S`` and ``TORCHCELL_SEARCH_DB_RETRY_S``.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import re
+import threading
+import time
 import warnings
+from typing import Any, Callable
 
 import optuna
 import sqlalchemy.exc
@@ -19,6 +31,7 @@ from sqlalchemy.engine import make_url
 from torchcell_search.errors import ConfigError, StorageError
 
 __all__ = [
+    "DB_RETRY_S",
     "DEFAULT_STORAGE",
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
@@ -37,6 +50,12 @@ HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 #: A trial whose worker died is retried at most this many times.
 MAX_RETRY = 3
+#: A storage call that lost its connection is retried with backoff for this long (seconds).
+DB_RETRY_S = 60.0
+_HEARTBEAT_ENV = "TORCHCELL_SEARCH_HEARTBEAT_S"
+_GRACE_ENV = "TORCHCELL_SEARCH_GRACE_S"
+_RETRY_ENV = "TORCHCELL_SEARCH_DB_RETRY_S"
+_logger = logging.getLogger(__name__)
 _PG_CONNECT_TIMEOUT_S = 5
 _SQLITE_BUSY_TIMEOUT_S = 60
 _BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -108,31 +127,136 @@ def _engine_kwargs(url: str) -> dict:
     return kwargs
 
 
+def _env_seconds(name: str, default: float, *, integer: bool = False) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise ConfigError(f"${name}={raw!r}: expected a positive {'integer' if integer else 'number'} of seconds")
+    return value
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    """True for a lost or refused database connection (worth retrying), false for anything else."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlalchemy.exc.OperationalError) or (
+                isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _is_unique_violation(e: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlalchemy.exc.IntegrityError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class _RetryingRDBStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose calls survive a database restart.
+
+    Every public method (and the heartbeat's stale-trial query) retries a lost connection
+    with exponential backoff (0.5 s doubling to 8 s) until ``retry_s`` seconds have passed,
+    then raises :class:`StorageError`. Only the outermost call of a thread retries, so
+    nested calls do not multiply the wait. A write whose commit reached the server just
+    before the connection broke may be repeated; Optuna's own writes then either succeed
+    again or fail as the trial is already finished.
+    """
+
+    def __init__(self, url: str, *, retry_s: float, **kwargs: Any) -> None:
+        self._tcs_url = url
+        self._tcs_retry_s = retry_s
+        super().__init__(url, **kwargs)
+
+
+_local = threading.local()
+
+
+def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: _RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_local, "depth", 0):
+            return method(self, *args, **kwargs)
+        deadline, delay = time.monotonic() + self._tcs_retry_s, 0.5
+        _local.depth = 1
+        try:
+            while True:
+                try:
+                    return method(self, *args, **kwargs)
+                except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                    if not _is_connection_error(e):
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                        raise StorageError(
+                            f"storage {redact(self._tcs_url)} unreachable for {self._tcs_retry_s:g} s "
+                            f"({method.__name__}): {_scrub(first, self._tcs_url)}") from e
+                    _logger.warning("storage %s: connection lost in %s; retrying in %.1f s",
+                                    redact(self._tcs_url), method.__name__, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 8.0)
+        finally:
+            _local.depth = 0
+
+    return wrapper
+
+
+for _name, _member in list(vars(optuna.storages.RDBStorage).items()):
+    if callable(_member) and (not _name.startswith("_") or _name == "_get_stale_trial_ids") and _name not in (
+            "remove_session", "upgrade", "get_current_version", "get_head_version", "get_all_versions"):
+        setattr(_RetryingRDBStorage, _name, _retrying(_member))
+
 def open_storage(url: str | None) -> optuna.storages.RDBStorage:
     """Open (and create the tables of) the Optuna storage at ``url``.
 
-    Heartbeats are on (:data:`HEARTBEAT_INTERVAL_S`, :data:`GRACE_PERIOD_S`): a trial whose
+    Heartbeats are on (:data:`HEARTBEAT_INTERVAL_S`, :data:`GRACE_PERIOD_S`, or
+    ``$TORCHCELL_SEARCH_HEARTBEAT_S`` / ``$TORCHCELL_SEARCH_GRACE_S``): a trial whose
     worker stopped beating is marked failed and re-queued up to :data:`MAX_RETRY` times.
-    An unreachable PostgreSQL server fails within about 15 seconds.
+    An unreachable PostgreSQL server fails within about 15 seconds; once open, a lost
+    connection is retried for :data:`DB_RETRY_S` (``$TORCHCELL_SEARCH_DB_RETRY_S``) seconds.
 
     Raises:
-        ConfigError: the URL is invalid (see :func:`resolve_storage`).
+        ConfigError: the URL or one of the environment variables is invalid.
         StorageError: the database cannot be reached or opened.
     """
     url = resolve_storage(url)
-    with warnings.catch_warnings():
-        # Heartbeats and the retry callback are marked experimental in Optuna.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY
-                ),
-            )
-        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ImportError, OSError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StorageError(f"cannot open storage {redact(url)}: {_scrub(first, url)}") from e
+    heartbeat = int(_env_seconds(_HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S, integer=True))
+    grace = int(_env_seconds(_GRACE_ENV, GRACE_PERIOD_S, integer=True))
+    if grace <= heartbeat:
+        raise ConfigError(f"heartbeat grace period {grace} s must exceed the heartbeat interval {heartbeat} s "
+                          f"(${_GRACE_ENV}, ${_HEARTBEAT_ENV})")
+    retry_s = _env_seconds(_RETRY_ENV, DB_RETRY_S)
+    for attempt in range(5):
+        with warnings.catch_warnings():
+            # Heartbeats and the retry callback are marked experimental in Optuna.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return _RetryingRDBStorage(
+                    url,
+                    retry_s=retry_s,
+                    engine_kwargs=_engine_kwargs(url),
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY
+                    ),
+                )
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ImportError, OSError) as e:
+                if _is_unique_violation(e) and attempt < 4:
+                    # Processes opening a fresh database at once race to create its tables
+                    # (PostgreSQL: duplicate pg_type entries); the loser retries and finds them.
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise StorageError(f"cannot open storage {redact(url)}: {_scrub(first, url)}") from e
+    raise AssertionError("unreachable")  # the loop returns or raises
