@@ -33,3 +33,11 @@ def real_dataset(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def tiny_data_dir(tmp_path: Path) -> Path:
     """A fresh tiny data directory (mirror layout) in ``tmp_path / "data"``."""
     return make_tiny_data_dir(tmp_path / "data")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As the CLI does by default: one torch thread per process. The graph kernels gain little
+    # from more, and tests that start worker processes would otherwise oversubscribe the cores.
+    import torch
+
+    torch.set_num_threads(1)

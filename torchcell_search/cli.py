@@ -55,6 +55,20 @@ def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+def _set_threads(threads: int | None) -> None:
+    value = threads if threads is not None else os.environ.get("OMP_NUM_THREADS", "1")
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"--threads / OMP_NUM_THREADS: expected a positive integer, got {value!r}") from None
+    if count < 1:
+        raise ConfigError(f"--threads / OMP_NUM_THREADS: expected a positive integer, got {value!r}")
+    os.environ["OMP_NUM_THREADS"] = str(count)  # inherited by worker processes this one starts
+    import torch
+
+    torch.set_num_threads(count)
+
+
 # --- subcommand handlers: one call into a package each -------------------------------
 
 
@@ -234,6 +248,12 @@ def _build_parser() -> argparse.ArgumentParser:
     from torchcell_search import __version__
 
     parser.add_argument("--version", action="version", version=f"torchcell-search {__version__}")
+    parser.add_argument(
+        "--threads", type=int,
+        help="torch CPU threads per process (default: $OMP_NUM_THREADS, else 1). The graph kernels "
+        "gain little from more threads and slow down many times over when another process shares "
+        "the cores; run more workers (--jobs, SLURM arrays) instead",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     data = sub.add_parser("data", help="inspect or download the data")
@@ -322,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
+        _set_threads(args.threads)
         func(args)
     except TorchcellSearchError as e:
         print(f"torchcell-search: error: {e}", file=sys.stderr)

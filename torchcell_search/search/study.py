@@ -660,8 +660,15 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+# Table names of dotted keys whose last part is ambiguous or long.
+_SHORT_NAMES = {
+    "cell_dataset.learnable_embedding_input_channels": "embedding",
+    "model.prediction_head_config.hidden_channels": "head_hidden",
+}
+
+
 def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1] if key != "cell_dataset.learnable_embedding_input_channels" else "embedding"
+    return _SHORT_NAMES.get(key, key.rsplit(".", 1)[-1])
 
 
 def format_status(status: Mapping[str, Any]) -> str:
