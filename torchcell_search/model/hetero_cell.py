@@ -207,16 +207,25 @@ class HeteroCell(nn.Module):
                 mod.reset_parameters()
 
     # ------------------------------------------------------------------ forward
-    def forward(self, genes: Tensor, masks: PerturbationMasks) -> ModelOutput:
+    @property
+    def needs_masks(self) -> bool:
+        """Whether :meth:`forward` reads per-sample masks (``hetero_cell``) or not (``perturbation_set``)."""
+        return self.cfg.kind != "perturbation_set"
+
+    def forward(self, genes: Tensor, masks: PerturbationMasks | None) -> ModelOutput:
         """Predict the standardised labels of ``B`` deletions.
 
         Args:
             genes: ``(B, 2)`` long gene indices (query, array); ``-1`` pads.
-            masks: what each sample keeps, from ``MaskBuilder(graph).masks(genes)``.
+            masks: what each sample keeps, from ``MaskBuilder(graph).masks(genes)``; ``None``
+                is allowed where :attr:`needs_masks` is false.
         """
-        self._check(genes, masks)
         if self.cfg.kind == "perturbation_set":
+            # The wildtype is encoded once; the perturbed genes are read from it (no masks).
             return self._set_readout(self.gene_embeddings(), genes)
+        if masks is None:
+            raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
+        self._check(genes, masks)
         B = genes.size(0)
         keeps = self._keeps(masks)
         x_gene, x_rxn, x_met = self._inputs(keeps.gene)
@@ -314,18 +323,12 @@ class HeteroCell(nn.Module):
             reg = layer["regulatory"](
                 x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene, plan=plans.get("regulatory")
             )
-            gpr = layer["gpr"](x_gene, x_rxn, edges.gpr, keeps.gpr, node_keep=keeps.reaction, plan=plans.get("gpr"))
-            met = layer["metabolism"](
-                x_met,
-                x_rxn,
-                edges.metabolism,
-                edges.stoich,
-                keeps.metabolism,
-                edges.num_reactions,
-                node_keep=keeps.metabolite,
-                plan=plans.get("metabolism"),
-            )
-            x_gene, x_rxn, x_met = phys + reg, gpr, met  # HeteroConv(aggr="sum") per destination type
+            # HeteroConv(aggr="sum") per destination type. In the report's layout no relation
+            # leads from reactions or metabolites back to genes, and only genes are pooled, so
+            # the GPR and metabolism convs cannot change the prediction: skipping them is
+            # exact and saves their share of every step. Their parameters stay (the report's
+            # architecture and parameter count); they receive no gradient either way.
+            x_gene = phys + reg
         return x_gene
 
     def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor) -> ModelOutput:

@@ -154,16 +154,18 @@ def _mean_pairwise_distance(model: torch.nn.Module) -> float:
 class _Batcher:
     """Turns record indices into model inputs on the device."""
 
-    def __init__(self, dataset: Dataset, device: torch.device) -> None:
+    def __init__(self, dataset: Dataset, device: torch.device, *, needs_masks: bool = True) -> None:
         from torchcell_search.data.masks import MaskBuilder
 
         self.genes = dataset.table.genes
-        self.masks = MaskBuilder(dataset.graph)
+        # perturbation_set reads no masks; building them would cost ~1 s per large real batch.
+        self.masks = MaskBuilder(dataset.graph) if needs_masks else None
         self.device = device
 
     def __call__(self, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
         genes = self.genes[index]  # (B, 2)
-        return genes.to(self.device), self.masks.masks(genes).to(self.device)
+        masks = self.masks.masks(genes).to(self.device) if self.masks is not None else None
+        return genes.to(self.device), masks
 
 
 @torch.no_grad()
@@ -264,7 +266,7 @@ def _train(
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    batcher = _Batcher(dataset, device)
+    batcher = _Batcher(dataset, device, needs_masks=model.needs_masks)
     steps_per_epoch = math.ceil(len(split.train) / tc.batch_size)
     total_steps, warmup_steps = tc.epochs * steps_per_epoch, tc.warmup_epochs * steps_per_epoch
 
@@ -416,11 +418,12 @@ def predict_genes(model: torch.nn.Module, standardiser: Any, dataset: Dataset, g
     from torchcell_search.data.masks import MaskBuilder
 
     device = next(model.parameters()).device
-    builder = MaskBuilder(dataset.graph)
+    builder = MaskBuilder(dataset.graph) if model.needs_masks else None
     model.eval()
     out = []
     for chunk in genes.split(batch_size):
-        out.append(model(chunk.to(device), builder.masks(chunk).to(device)).pred.float().cpu())
+        masks = builder.masks(chunk).to(device) if builder is not None else None
+        out.append(model(chunk.to(device), masks).pred.float().cpu())
     pred = torch.cat(out) if out else torch.empty(0, len(LABELS))
     return standardiser.inverse(pred).numpy()
 
