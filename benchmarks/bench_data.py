@@ -81,11 +81,13 @@ def _time(fn, repeats: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(_DEFAULT_DATA))
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--batches", type=int, default=20, help="MaskBuilder batches of 32")
     ap.add_argument("--naive-batches", type=int, default=3, help="naive batches of 32 (slow)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # One thread by default, as the CLI: two threads ran ~70x slower here when another process shared the cores.
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as cache:
         t = time.perf_counter()
