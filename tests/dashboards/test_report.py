@@ -78,7 +78,7 @@ def test_failed_write_leaves_the_old_report_and_no_temp_file(
     def fail(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("torchcell_search.dashboards.report.os.replace", fail)
+    monkeypatch.setattr("torchcell_search._atomic.os.replace", fail)
     with pytest.raises(ConfigError, match="No space left"):
         report_command("demo", url, out=out)
     assert out.read_text() == "previous report" and list(tmp_path.iterdir()) == [out]

@@ -9,14 +9,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from torchcell_search._atomic import write_atomic
 from torchcell_search.dashboards._study import open_study, study_artifact_store
 from torchcell_search.dashboards.figures import (
     _LABELS,
@@ -164,20 +163,9 @@ def _write_atomic(text: str, out: Path) -> None:
     if out.is_dir():
         raise ConfigError(f"report --out {out}: is a directory; name a file such as {out / 'report.html'}")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        write_atomic(out, lambda f: f.write(text), text=True)
     except OSError as e:
         raise ConfigError(f"report --out {out}: cannot write there ({e.strerror or e})") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"report --out {out}: cannot write there ({e.strerror or e})") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report_command(study: str, storage: str | None, *, out: Path) -> Path:

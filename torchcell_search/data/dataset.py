@@ -11,8 +11,6 @@ renamed into place, so a failed build or write never leaves a partial cache file
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from torch_geometric.data import HeteroData
 
+from torchcell_search._atomic import write_atomic
 from torchcell_search.data import readers
 from torchcell_search.data.cell_graph import build_cell_graph
 from torchcell_search.data.perturbations import build_perturbation_table, read_measurements
@@ -179,17 +178,7 @@ def _read_cache(path: Path, *, name: str) -> Dataset | None:
 
 def _write_cache(path: Path, ds: Dataset) -> None:
     """Write atomically: a temporary file in the cache directory, renamed into place."""
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(_to_state(ds), f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; other users' workers share a cluster cache
-        os.replace(tmp, path)
-        tmp = None
+        write_atomic(path, lambda f: torch.save(_to_state(ds), f))
     except OSError as e:
         warnings.warn(f"{path.parent}: cannot write the data set cache ({e.strerror or e}); pass another --cache-dir", stacklevel=3)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

@@ -22,15 +22,14 @@ the training split only, so no val/test statistics leak into training.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from torchcell_search._atomic import write_atomic
 from torchcell_search.data.types import LABELS, PerturbationTable, Split
 from torchcell_search.errors import ConfigError, DataError
 
@@ -209,15 +208,7 @@ def save_split(split: Split, path: str | Path) -> None:
         "test": split.test.long().cpu(),
     }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: torch.save(payload, f))
     except OSError as e:
         raise DataError(f"split file {path}: cannot write ({e.strerror or e})") from e
 

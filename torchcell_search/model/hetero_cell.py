@@ -226,7 +226,6 @@ class HeteroCell(nn.Module):
         if masks is None:
             raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
         self._check(genes, masks)
-        B = genes.size(0)
         keeps = self._keeps(masks)
         x_gene, x_rxn, x_met = self._inputs(keeps.gene)
         x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)

@@ -9,7 +9,6 @@ atomically (a temporary file renamed into place), so a failed run leaves nothing
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import optuna
 import torch
 
+from torchcell_search._atomic import write_atomic
 from torchcell_search.errors import ConfigError, DataError, StorageError, StudyError
 from torchcell_search.storage.artifacts import (
     CHECKPOINT_FILE,
@@ -59,21 +59,16 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def _write_tsv(out: Path, pairs: list[tuple[str, str]], pred: Any) -> None:
+    def write(f: Any) -> None:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow([*_COLUMNS, "fitness", "gene_interaction"])
+        for (q, a), (fit, gi) in zip(pairs, pred.tolist()):
+            writer.writerow([q, a, repr(float(fit)), repr(float(gi))])
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        write_atomic(out, write, text=True)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from e
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow([*_COLUMNS, "fitness", "gene_interaction"])
-            for (q, a), (fit, gi) in zip(pairs, pred.tolist()):
-                writer.writerow([q, a, repr(float(fit)), repr(float(gi))])
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def predict_command(study: str, storage: str | None, *, trial: int | None = None, pairs: Path, out: Path,

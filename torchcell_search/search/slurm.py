@@ -33,9 +33,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from torchcell_search._atomic import write_atomic
 from torchcell_search.errors import ConfigError, StorageError, StudyError
 
 __all__ = ["slurm_command", "slurm_script"]
@@ -250,14 +250,9 @@ def _write_atomic(path: Path, text: str) -> None:
     path = path.absolute()
     if not path.parent.is_dir():
         raise ConfigError(f"--out {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: f.write(text), text=True, permissions=0o755)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise ConfigError(f"--out {path}: cannot write the script ({e.strerror or e})") from e
 
 

@@ -15,13 +15,13 @@ written atomically and removed once the trial finishes.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from torchcell_search._atomic import write_atomic
 from torchcell_search.errors import StorageError
 from torchcell_search.storage.urls import resolve_storage, sqlite_path
 
@@ -118,12 +118,4 @@ def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename (never a half file)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f))
