@@ -312,7 +312,8 @@ class HeteroCell(nn.Module):
             x_gene = self.preprocessor(emb).unsqueeze(1)  # (N, 1, H)
         return x_gene, self.reaction_embedding.weight.unsqueeze(1), self.metabolite_embedding.weight.unsqueeze(1)
 
-    def _encode(self, x_gene: Tensor, x_rxn: Tensor, x_met: Tensor, edges: _Edges, keeps: _Keeps) -> Tensor:
+    def _encode(self, x_gene: Tensor, x_rxn: Tensor, x_met: Tensor, edges: _Edges, keeps: _Keeps, *,
+                all_relations: bool = False) -> Tensor:
         """Run the conv layers; returns gene features ``(N, S, H)``."""
         plans = edges.plans or {}
         for layer in self.convs:
@@ -326,7 +327,15 @@ class HeteroCell(nn.Module):
             # leads from reactions or metabolites back to genes, and only genes are pooled, so
             # the GPR and metabolism convs cannot change the prediction: skipping them is
             # exact and saves their share of every step. Their parameters stay (the report's
-            # architecture and parameter count); they receive no gradient either way.
+            # architecture and parameter count); they receive no gradient either way. The
+            # reference layout (all_relations=True) still runs them, as the report's code does.
+            if all_relations:
+                gpr = layer["gpr"](x_gene, x_rxn, edges.gpr, keeps.gpr, node_keep=keeps.reaction, plan=plans.get("gpr"))
+                x_met = layer["metabolism"](
+                    x_met, x_rxn, edges.metabolism, edges.stoich, keeps.metabolism, edges.num_reactions,
+                    node_keep=keeps.metabolite, plan=plans.get("metabolism"),
+                )
+                x_rxn = gpr
             x_gene = phys + reg
         return x_gene
 

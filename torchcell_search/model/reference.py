@@ -122,7 +122,7 @@ def reference_forward(
 
     # Wildtype graph on its own, as the research code does.
     x_gene, x_rxn, x_met = model._inputs(None)
-    h_w = model._encode(x_gene, x_rxn, x_met, model._edges(), none)  # (N, 1, H)
+    h_w = model._encode(x_gene, x_rxn, x_met, model._edges(), none, all_relations=True)  # (N, 1, H)
     z_w = model.global_aggregator(h_w.transpose(0, 1), None)  # (1, H)
 
     # The perturbed graphs as one disjoint union, one slot per node.
@@ -137,7 +137,7 @@ def reference_forward(
     x_gene = model.preprocessor(model.gene_embedding.weight[batch["gene"].node_id]).unsqueeze(1)  # (n, 1, H)
     x_rxn = model.reaction_embedding.weight[batch["reaction"].node_id].unsqueeze(1)
     x_met = model.metabolite_embedding.weight[batch["metabolite"].node_id].unsqueeze(1)
-    h = model._encode(x_gene, x_rxn, x_met, edges, none)[:, 0]  # (n, H)
+    h = model._encode(x_gene, x_rxn, x_met, edges, none, all_relations=True)[:, 0]  # (n, H)
     dense, mask = to_dense_batch(h, batch["gene"].batch, batch_size=B)  # (B, N_max, H)
     z_pert = model.global_aggregator(dense, mask)  # (B, H)
     return model._readout(z_w, z_pert, h_w[:, 0], genes.to(device)).pred
