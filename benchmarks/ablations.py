@@ -1,0 +1,245 @@
+"""Ablations of report 003's hypotheses on gene_interaction, on the real data.
+
+Each row switches ONE hypothesis against a fixed base configuration (everything else
+unchanged) and trains it on the pair and gene splits for several seeds; the table gives
+mean +- sd of test gene_interaction Pearson (taken at the best-val epoch, never a maximum
+over epochs) with the baselines (additive, role-aware / role-blind matrix factorisation)
+fitted on the same subset and split beside them.
+
+    python benchmarks/ablations.py /work/shared/data --quick --rows base roles_off --splits pair
+    python benchmarks/ablations.py /work/shared/data                      # everything (GPU-sized)
+    python benchmarks/ablations.py /work/shared/data --table-only         # print the table from --results
+
+Every finished run is appended to ``--results`` (JSON lines) at once, so an interrupted
+sweep resumes where it stopped (runs already there are skipped) and runs from several
+invocations (or machines) combine into one table. ``--quick`` is a smoke mode: fewer
+epochs and a smaller subset (the numbers are then far below a full run's).
+
+Seeds: seed ``s`` draws the subset, makes the split and initialises the model, so the sd
+covers data sampling, split and initialisation together. The baselines use the same
+subset/split per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: The fixed base: the fast perturbation-set model with SGA roles, plain MSE on z-scored
+#: labels. Each row below changes one thing.
+BASE: dict[str, Any] = {
+    "model.kind": "perturbation_set",
+    "model.use_roles": True,
+    "model.num_layers": 1,
+    "model.hidden_channels": 64,
+    "cell_dataset.learnable_embedding_input_channels": 64,
+    "model.prediction_head_config.hidden_channels": 64,
+    "model.pooling": "sorted_set_transformer",
+    "heads": 1,
+    "data_module.batch_size": 1024,
+    "optimizer.lr": 3e-3,
+    "optimizer.weight_decay": 1e-5,
+    "regression_task.lambda_dist": 0.0,
+    "regression_task.lambda_supcr": 0.0,
+    "regression_task.uncertainty_weighting": False,
+    "regression_task.standardize_labels": True,
+}
+
+#: name -> (hypothesis, overrides on BASE, subset override or "base").
+#: ``subset`` None = all records; "base" = the run's --subset.
+ROWS: dict[str, tuple[str, dict[str, Any], Any]] = {
+    "base": ("base: perturbation_set, roles, 1 layer, MSE only", {}, "base"),
+    "roles_off": ("SGA roles off (model.use_roles=false)", {"model.use_roles": False}, "base"),
+    "dist_on": ("DistLoss on (lambda_dist=0.1)", {"regression_task.lambda_dist": 0.1}, "base"),
+    "supcr_on": ("SupCR on (lambda_supcr=1e-3)", {"regression_task.lambda_supcr": 1e-3}, "base"),
+    "dist_supcr_on": ("DistLoss + SupCR (report: 0.1, 1e-3)",
+                      {"regression_task.lambda_dist": 0.1, "regression_task.lambda_supcr": 1e-3}, "base"),
+    "no_standardise": ("label standardisation off", {"regression_task.standardize_labels": False}, "base"),
+    "uncertainty": ("uncertainty weighting on", {"regression_task.uncertainty_weighting": True}, "base"),
+    "depth_2": ("depth 2 conv layers", {"model.num_layers": 2}, "base"),
+    "depth_3": ("depth 3 conv layers", {"model.num_layers": 3}, "base"),
+    # hetero_cell: the report's whole-graph model (z_p = z_w - z_perturbed); ~1 sample/s on CPU.
+    "hetero_cell": ("model.kind=hetero_cell (roles on, sorted_set_transformer)",
+                    {"model.kind": "hetero_cell", "data_module.batch_size": 32}, "base"),
+    "hetero_cell_attentional": ("hetero_cell, pooling=attentional",
+                                {"model.kind": "hetero_cell", "model.pooling": "attentional",
+                                 "data_module.batch_size": 32}, "base"),
+    "hetero_cell_isab": ("hetero_cell, pooling=isab",
+                         {"model.kind": "hetero_cell", "model.pooling": "isab", "data_module.batch_size": 32}, "base"),
+    "hetero_cell_sab": ("hetero_cell, pooling=sab",
+                        {"model.kind": "hetero_cell", "model.pooling": "sab", "data_module.batch_size": 32}, "base"),
+    "hetero_cell_pma": ("hetero_cell, pooling=pma",
+                        {"model.kind": "hetero_cell", "model.pooling": "pma", "data_module.batch_size": 32}, "base"),
+    "size_25k": ("training-set size: subset 25,000", {}, 25_000),
+    "size_100k": ("training-set size: subset 100,000", {}, 100_000),
+    "size_all": ("training-set size: all 350,296", {}, None),
+}
+BASELINE_NAMES = ("additive", "matrix_factorisation", "matrix_factorisation_role_blind")
+METRIC = "test/gene_interaction/Pearson"
+
+
+def _canonical(row: str, subset: Any, base_subset: Any) -> str:
+    """A size row at the base subset IS the base run: share its results instead of rerunning."""
+    return "base" if row.startswith("size_") and subset == base_subset else row
+
+
+def _key(row: str, split: str, seed: int, subset: Any, epochs: int) -> str:
+    return f"{row}|{split}|{seed}|{subset}|{epochs}"
+
+
+def _load_results(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            out.append(json.loads(line))
+    return out
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _run_one(data: str, row: str, split: str, seed: int, subset: Any, epochs: int, device: str,
+             cache_dir: Path | None) -> dict[str, Any]:
+    from torchcell_search.config import RunConfig
+    from torchcell_search.search.trainer import prepare_data, train
+
+    _, overrides, _ = ROWS[row]
+    values = {**BASE, **overrides, "seed": seed, "trainer.max_epochs": epochs, "trainer.device": device}
+    cfg = RunConfig().with_overrides(values)
+    dataset, data_split = prepare_data(data, subset=subset, split=split, seed=seed, cache_dir=cache_dir)
+    result = train(dataset, data_split, cfg)
+    return {
+        "kind": "model", "row": row, "split": split, "seed": seed, "subset": subset, "epochs": epochs,
+        "config": cfg.flat(), "best_epoch": result.best_epoch, "test": result.test,
+        "val_gi_pearson": result.best.get("val/gene_interaction/Pearson"), "seconds": result.seconds,
+        "epoch_seconds": [h.get("epoch_seconds") for h in result.history],
+        "stopped_reason": result.stopped_reason, "device": result.device,
+    }
+
+
+def _run_baselines(data: str, split: str, seed: int, subset: Any, cache_dir: Path | None) -> dict[str, Any]:
+    from torchcell_search.model.baselines import evaluate_baselines
+    from torchcell_search.search.trainer import prepare_data
+
+    dataset, data_split = prepare_data(data, subset=subset, split=split, seed=seed, cache_dir=cache_dir)
+    metrics = evaluate_baselines(dataset, data_split, seed=seed)
+    return {"kind": "baselines", "split": split, "seed": seed, "subset": subset,
+            "test": {name: m.get(METRIC) for name, m in metrics.items()}}
+
+
+def _fmt(values: list[float]) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "not run"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (n=1)"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
+
+
+def table(records: list[dict[str, Any]], splits: list[str], rows: list[str], base_subset: Any,
+          epochs: int | None) -> str:
+    """Markdown table: one line per ablation row, then one per baseline (per subset)."""
+    lines = ["| row | hypothesis | subset | " + " | ".join(f"{s} split: test ε Pearson" for s in splits) + " |",
+             "|---|---|---|" + "---|" * len(splits)]
+    subsets_used = set()
+    for row in rows:
+        desc, _, subset = ROWS[row]
+        subset = base_subset if subset == "base" else subset
+        subsets_used.add(subset)
+        cells = []
+        for split in splits:
+            wanted = _canonical(row, subset, base_subset)
+            vals = [r["test"].get(METRIC) for r in records if r["kind"] == "model" and r["row"] == wanted
+                    and r["split"] == split and r["subset"] == subset and (epochs is None or r["epochs"] == epochs)]
+            cells.append(_fmt(vals))
+        lines.append(f"| {row} | {desc} | {subset if subset is not None else 'all'} | " + " | ".join(cells) + " |")
+    for subset in sorted(subsets_used, key=lambda s: math.inf if s is None else s):
+        for name in BASELINE_NAMES:
+            cells = []
+            for split in splits:
+                vals = [r["test"].get(name) for r in records if r["kind"] == "baselines" and r["split"] == split
+                        and r["subset"] == subset]
+                cells.append(_fmt(vals))
+            lines.append(f"| baseline | {name} | {subset if subset is not None else 'all'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data", help="real data directory (e.g. /work/shared/data) or 'demo'")
+    p.add_argument("--splits", nargs="+", default=["pair", "gene"], choices=["random", "pair", "gene"])
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 10; --quick: 2)")
+    p.add_argument("--subset", type=str, default=None,
+                   help="base subset: a number or 'all' (default 100000; --quick: 25000)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on a 25,000-record subset")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "ablations-results.jsonl",
+                   help="JSON-lines file the runs are appended to (and resumed from)")
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--table-only", action="store_true", help="print the table from --results, run nothing")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 10)
+    if args.subset is None:
+        base_subset: Any = 25_000 if args.quick else 100_000
+    else:
+        base_subset = None if args.subset == "all" else int(args.subset)
+
+    records = _load_results(args.results)
+    done = {r.get("key") for r in records}
+    if not args.table_only:
+        for split in args.splits:
+            for seed in args.seeds:
+                # baselines on every subset the selected rows use, once per split/seed
+                subsets = {base_subset if ROWS[r][2] == "base" else ROWS[r][2] for r in args.rows}
+                if not args.no_baselines:
+                    for subset in sorted(subsets, key=lambda s: math.inf if s is None else s):
+                        key = f"baselines|{split}|{seed}|{subset}"
+                        if key in done:
+                            continue
+                        rec = _run_baselines(args.data, split, seed, subset, args.cache_dir)
+                        rec["key"] = key
+                        _append(args.results, rec)
+                        records.append(rec)
+                        done.add(key)
+                        print(f"[baselines] {split} seed {seed} subset {subset}: "
+                              + ", ".join(f"{k} {v:.3f}" for k, v in rec["test"].items()), flush=True)
+                for row in args.rows:
+                    subset = base_subset if ROWS[row][2] == "base" else ROWS[row][2]
+                    row = _canonical(row, subset, base_subset)
+                    key = _key(row, split, seed, subset, epochs)
+                    if key in done:
+                        continue
+                    start = time.perf_counter()
+                    rec = _run_one(args.data, row, split, seed, subset, epochs, args.device, args.cache_dir)
+                    rec["key"] = key
+                    _append(args.results, rec)
+                    records.append(rec)
+                    done.add(key)
+                    print(f"[{row}] {split} seed {seed} subset {subset} epochs {epochs}: test ε Pearson "
+                          f"{rec['test'].get(METRIC, math.nan):.3f} (best epoch {rec['best_epoch']}, "
+                          f"{time.perf_counter() - start:.0f} s)", flush=True)
+    print(table(records, args.splits, args.rows, base_subset, epochs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
