@@ -103,18 +103,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         _print_json(result)
 
 
-def _study_options(args: argparse.Namespace) -> dict[str, Any]:
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The study options given on the command line (unset ones stay out: recipe and defaults fill them)."""
     names = (
         "recipe", "space", "data", "subset", "split", "epochs", "objective", "direction",
-        "sampler", "pruner", "n_trials", "timeout", "seed", "device",
+        "sampler", "pruner", "n_trials", "timeout", "seed", "device", "artifacts",
     )
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-
-def _search_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = _study_options(args)
-    if getattr(args, "artifacts", None):
-        options["artifacts"] = args.artifacts
+    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "set", None):
         options["overrides"] = _overrides(args.set)
     return options
@@ -128,9 +123,7 @@ def _cmd_create(args: argparse.Namespace) -> None:
 
 
 def _cmd_start(args: argparse.Namespace) -> None:
-    from torchcell_search.search.study import start_command
-
-    from torchcell_search.search.study import format_status
+    from torchcell_search.search.study import format_status, start_command
 
     status = start_command(args.study, _storage(args), _search_options(args), jobs=args.jobs,
                            cache_dir=_cache_dir(args))
