@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data mirror (skipped when absent) and a tiny data directory.
+"""Shared fixtures: the real data mirror (skipped when absent), a tiny data directory and
+fresh PostgreSQL databases (created and dropped around a test or module).
 
 The writers live in ``datafiles.py`` (import them as ``from datafiles import ...``: several
 ``conftest`` modules exist, so ``from conftest import`` would be ambiguous).
@@ -6,6 +7,10 @@ The writers live in ``datafiles.py`` (import them as ``from datafiles import ...
 
 from __future__ import annotations
 
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +46,53 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def _admin(sql: str) -> None:
+    """Run one statement on a fresh admin connection (a database restart breaks pooled ones)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(sql))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _pg_database() -> Iterator[str]:
+    import sqlalchemy
+
+    name = f"tcs_rel_{uuid.uuid4().hex[:12]}"
+    try:
+        _admin(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({str(e).splitlines()[0]})")
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        for _ in range(20):  # the server may still be coming back from a restart test
+            try:
+                _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except sqlalchemy.exc.OperationalError:
+                time.sleep(0.5)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of an empty PostgreSQL database that lives for one test; skipped without a server."""
+    with _pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_module_url() -> Iterator[str]:
+    """URL of an empty PostgreSQL database shared by one test module."""
+    with _pg_database() as url:
+        yield url

@@ -1,6 +1,6 @@
 """Fixtures of the reliability tests: real PostgreSQL databases, real worker processes.
 
-- ``pg_url``: a fresh PostgreSQL database per test, dropped even after a server restart;
+- ``pg_url`` / ``pg_module_url`` (from tests/conftest.py): fresh PostgreSQL databases;
 - ``cli``: run ``torchcell-search`` in a subprocess, as a user or a Slurm task would;
 - ``spawn_worker``: start a ``torchcell-search worker`` process against a study;
 - ``TINY``: study options of a tiny model on a small demo subset (a trial takes seconds).
@@ -8,66 +8,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-
-
-def _admin(sql: str) -> None:
-    """Run one statement on a fresh admin connection (a database restart breaks pooled ones)."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool,
-                                      connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(sql))
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
-def _pg_database() -> Iterator[str]:
-    import sqlalchemy
-
-    name = f"tcs_rel_{uuid.uuid4().hex[:12]}"
-    try:
-        _admin(f'CREATE DATABASE "{name}"')
-    except sqlalchemy.exc.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({str(e).splitlines()[0]})")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        for _ in range(20):  # the server may still be coming back from a restart test
-            try:
-                _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                break
-            except sqlalchemy.exc.OperationalError:
-                time.sleep(0.5)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """URL of an empty PostgreSQL database that lives for one test; skipped without a server."""
-    with _pg_database() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def pg_module_url() -> Iterator[str]:
-    """URL of an empty PostgreSQL database shared by one test module."""
-    with _pg_database() as url:
-        yield url
-
 
 #: A one-layer, 8-channel model: one epoch on 200 demo records takes a fraction of a second.
 TINY_SPACE = {"parameters": {

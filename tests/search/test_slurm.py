@@ -11,8 +11,6 @@ import importlib.util
 import os
 import re
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,6 @@ except ImportError:  # tests/ is not a package: pytest put this directory on sys
 _ENV = "TORCHCELL_SEARCH_STORAGE"
 # Port 1 refuses connections at once: the study check is skipped, nothing else changes.
 _UNREACHABLE = "postgresql+psycopg2://alice:s3cr3t-pw@127.0.0.1:1/search"
-_PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 def _slurm(*args: str) -> int:
@@ -198,40 +195,19 @@ def test_rejected_submission_exits_2_without_the_password(slurm_cluster: SlurmCl
     assert "s3cr3t-pw" not in err
 
 
-@pytest.fixture
-def pg_storage() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    name = f"tcs_slurm_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(_PG_ADMIN, isolation_level="AUTOCOMMIT",
-                                      connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except sqlalchemy.exc.OperationalError as e:
-        engine.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(e).splitlines()[0]}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-
 @pytest.mark.slurm
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torchcell_search.search.study") is None,
                     reason="torchcell_search.search.study (create / worker) has not landed yet")
 def test_slurm_array_of_4_tasks_completes_a_postgres_study_budget(
-    slurm_cluster: SlurmCluster, pg_storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    slurm_cluster: SlurmCluster, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import optuna
 
     # The user's steps: export the storage, create the study, submit the array.
-    monkeypatch.setenv(_ENV, pg_storage)
+    monkeypatch.setenv(_ENV, pg_url)
     monkeypatch.setenv("TORCHCELL_SEARCH_CACHE", str(tmp_path / "cache"))
     # A small subset of the demo keeps four one-epoch trials within a couple of minutes on 2 cores;
     # no pruner, so every trial of the budget runs to completion.
@@ -245,6 +221,6 @@ def test_slurm_array_of_4_tasks_completes_a_postgres_study_budget(
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("s-*.out")))
     # Every task exited cleanly, and together they ran exactly the study's budget.
     assert sorted(states.values()) == ["COMPLETED"] * 4, f"{states}\n{logs}"
-    trials = optuna.load_study(study_name="s", storage=pg_storage).get_trials(deepcopy=False)
+    trials = optuna.load_study(study_name="s", storage=pg_url).get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4, f"{[t.state.name for t in trials]}\n{logs}"
