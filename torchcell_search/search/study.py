@@ -497,18 +497,14 @@ def _budget_left(study: optuna.Study, n_trials: int) -> int:
     return n_trials - len(study.get_trials(deepcopy=False, states=_TAKEN))
 
 
-def _ensure_baselines(study: optuna.Study, cfg: StudyConfig, cache_dir: Path | None) -> None:
-    """Compute the study's null models once and store them (skipped if unavailable)."""
+def _ensure_baselines(study: optuna.Study, dataset: Any, split: Any, seed: int) -> None:
+    """Compute the study's null models once, on the worker's own data and split, and store them."""
     if BASELINES_ATTR in study.user_attrs:
         return
-    try:
-        from torchcell_search.model.baselines import evaluate_baselines
-    except ImportError:
-        return
-    from torchcell_search.search.objective import _json_safe, load_study_data
+    from torchcell_search.model.baselines import evaluate_baselines
+    from torchcell_search.search.objective import _json_safe
 
-    dataset, split = load_study_data(cfg, cache_dir=cache_dir)
-    study.set_user_attr(BASELINES_ATTR, _json_safe(evaluate_baselines(dataset, split, seed=cfg.seed)))
+    study.set_user_attr(BASELINES_ATTR, _json_safe(evaluate_baselines(dataset, split, seed=seed)))
 
 
 def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = None,
@@ -541,8 +537,9 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
                               pruner=_make_pruner(cfg))
     if _budget_left(study, cfg.n_trials) <= 0:
         return {"study": name, "trials_run": 0, "preempted": None}
-    _ensure_baselines(study, cfg, cache_dir)
     objective = Objective(name, cfg, url, cache_dir=cache_dir, stop=stop)
+    # The baselines use the data and split the objective loaded: one load per worker.
+    _ensure_baselines(study, objective.dataset, objective.split, cfg.seed)
     run: dict[str, Any] = {"n": 0, "trial_id": None}
 
     def guarded(trial: optuna.Trial) -> float:
