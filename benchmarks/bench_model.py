@@ -149,7 +149,7 @@ def _demo(args: argparse.Namespace, base_pkg) -> None:
     ref32 = None
     for hidden, layers, heads, pooling, batch in grid:
         cfg = ModelConfig(embedding_channels=hidden, hidden_channels=hidden, num_layers=layers, heads=heads,
-                          head_hidden_channels=hidden, pooling=pooling)
+                          head_hidden_channels=hidden, pooling=pooling, use_roles=False)
         t = _time(_steps(ds, cfg, batch, ("ours", "base", "ref"), base_pkg), args.repeats)
         if batch == 32 and ref32 is None and pooling == "attentional":
             ref32 = batch / t["ref"]
@@ -175,7 +175,7 @@ def _measure(args: argparse.Namespace) -> dict:
     ds = _load(args.real_data)
     h = args.real_hidden
     cfg = ModelConfig(embedding_channels=h, hidden_channels=h, num_layers=args.real_layers, heads=1,
-                      head_hidden_channels=h, pooling="attentional")
+                      head_hidden_channels=h, pooling="attentional", use_roles=False)
     base_pkg = _load_baseline(args.baseline) if args.only == "base" else None
     batch = args.real_ref_batch if args.only == "ref" else args.batch
     fn = _steps(ds, cfg, batch, (args.only,), base_pkg)[args.only]

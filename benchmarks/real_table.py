@@ -97,7 +97,7 @@ def main() -> None:
     print(_row(f"perturbation_set + roles, 1 layer, {args.epochs} epochs (best epoch {result.best_epoch})",
                {**result.best, **result.test}, epoch_s), flush=True)
 
-    hetero = RunConfig().with_overrides({"data_module.batch_size": 8, "trainer.device": "cpu", "seed": args.seed})
+    hetero = RunConfig().with_overrides({"model.use_roles": False, "data_module.batch_size": 8, "trainer.device": "cpu", "seed": args.seed})
     step_s = _time_hetero_steps(dataset, split, hetero, args.hetero_steps)
     epoch_s = step_s * math.ceil(len(split.train) / 8) + step_s / 3 * (len(split.val) / 8)
     metrics: dict[str, float] = {}

@@ -15,7 +15,9 @@ from torchcell_search.model import HeteroCell, build_model
 from torchcell_search.model.pooling import POOLINGS
 from torchcell_search.model.reference import reference_masks
 
-SMALL = ModelConfig(embedding_channels=8, hidden_channels=8, num_layers=2, heads=2, head_hidden_channels=8)
+SMALL = ModelConfig(embedding_channels=8, hidden_channels=8, num_layers=2, heads=2, head_hidden_channels=8, use_roles=False)
+# The report's printed model: our defaults without the SGA roles.
+REPORT = ModelConfig(use_roles=False)
 
 
 def tiny_graph(num_genes: int = 8) -> CellGraph:
@@ -125,13 +127,13 @@ def test_mask_shape_mismatch_raises_data_error() -> None:
 
 
 def test_parameter_count_changes_by_embedding_width_per_gene() -> None:
-    a = sum(p.numel() for p in HeteroCell(tiny_graph(8), ModelConfig()).parameters())
-    b = sum(p.numel() for p in HeteroCell(tiny_graph(11), ModelConfig()).parameters())
+    a = sum(p.numel() for p in HeteroCell(tiny_graph(8), REPORT).parameters())
+    b = sum(p.numel() for p in HeteroCell(tiny_graph(11), REPORT).parameters())
     assert b - a == 64 * 3
 
 
 def test_report_sized_model_has_report_parameter_count_minus_shared_norm_bug() -> None:
-    model = HeteroCell(tiny_graph(), ModelConfig())  # 64 wide, 3 layers, heads=1
+    model = HeteroCell(tiny_graph(), REPORT)  # 64 wide, 3 layers, heads=1, no roles
     parts = model.parameter_breakdown()
     embeddings = parts["gene_embedding"] + parts["reaction_embedding"] + parts["metabolite_embedding"]
     assert sum(parts.values()) == sum(p.numel() for p in model.parameters())

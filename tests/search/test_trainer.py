@@ -155,3 +155,15 @@ def test_train_command_rejects_unknown_keys_with_exit_2(capsys):
     assert main(["train", "--set", "model.depth=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.depth" in err
+
+
+@pytest.mark.parametrize("kind", ["hetero_cell", "perturbation_set"])
+def test_default_demo_run_learns_the_planted_interactions(capsys, kind):
+    # The must-show of `torchcell-search train --data demo --json`: its defaults (6 epochs,
+    # SGA roles on) fit the demo's planted gene_interaction structure (hetero_cell ~75 s).
+    status = main(["train", "--data", "demo", "--json", "--device", "cpu", f"--set=model.kind={kind}"])
+    assert status == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["history"]) == 6
+    assert out["best"]["val/gene_interaction/Pearson"] >= 0.5
+    assert out["test"]["test/gene_interaction/Pearson"] >= 0.4
