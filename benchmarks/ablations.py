@@ -34,18 +34,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-#: The fixed base: the fast perturbation-set model with SGA roles, plain MSE on z-scored
-#: labels. Each row below changes one thing.
+#: The fixed base: the recipes' model (configs/real-pair.yaml): perturbation-set with SGA
+#: roles and profile features, plain MSE on z-scored labels. Each row below changes one thing.
 BASE: dict[str, Any] = {
     "model.kind": "perturbation_set",
     "model.use_roles": True,
+    "model.profile_features": True,
     "model.num_layers": 1,
     "model.hidden_channels": 64,
     "cell_dataset.learnable_embedding_input_channels": 64,
     "model.prediction_head_config.hidden_channels": 64,
     "model.pooling": "sorted_set_transformer",
     "heads": 1,
-    "data_module.batch_size": 1024,
+    "data_module.batch_size": 2048,
     "optimizer.lr": 3e-3,
     "optimizer.weight_decay": 1e-5,
     "regression_task.lambda_dist": 0.0,
@@ -57,7 +58,8 @@ BASE: dict[str, Any] = {
 #: name -> (hypothesis, overrides on BASE, subset override or "base").
 #: ``subset`` None = all records; "base" = the run's --subset.
 ROWS: dict[str, tuple[str, dict[str, Any], Any]] = {
-    "base": ("base: perturbation_set, roles, 1 layer, MSE only", {}, "base"),
+    "base": ("base: perturbation_set, roles, profile features, 1 layer, MSE only", {}, "base"),
+    "profile_off": ("profile features off (model.profile_features=false)", {"model.profile_features": False}, "base"),
     "roles_off": ("SGA roles off (model.use_roles=false)", {"model.use_roles": False}, "base"),
     "dist_on": ("DistLoss on (lambda_dist=0.1)", {"regression_task.lambda_dist": 0.1}, "base"),
     "supcr_on": ("SupCR on (lambda_supcr=1e-3)", {"regression_task.lambda_supcr": 1e-3}, "base"),
@@ -68,7 +70,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], Any]] = {
     "depth_2": ("depth 2 conv layers", {"model.num_layers": 2}, "base"),
     "depth_3": ("depth 3 conv layers", {"model.num_layers": 3}, "base"),
     # hetero_cell: the report's whole-graph model (z_p = z_w - z_perturbed); ~1 sample/s on CPU.
-    "hetero_cell": ("model.kind=hetero_cell (roles on, sorted_set_transformer)",
+    "hetero_cell": ("model.kind=hetero_cell (roles and profile features on, sorted_set_transformer)",
                     {"model.kind": "hetero_cell", "data_module.batch_size": 32}, "base"),
     "hetero_cell_attentional": ("hetero_cell, pooling=attentional",
                                 {"model.kind": "hetero_cell", "model.pooling": "attentional",
@@ -185,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", nargs="+", default=["pair", "gene"], choices=["random", "pair", "gene"])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 10; --quick: 2)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 6, the recipes'; --quick: 2)")
     p.add_argument("--subset", type=str, default=None,
-                   help="base subset: a number or 'all' (default 100000; --quick: 25000)")
+                   help="base subset: a number or 'all' (default all, the recipes'; --quick: 25000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on a 25,000-record subset")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "ablations-results.jsonl",
@@ -197,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, default=None)
     args = p.parse_args(argv)
 
-    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 10)
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 6)
     if args.subset is None:
-        base_subset: Any = 25_000 if args.quick else 100_000
+        base_subset: Any = 25_000 if args.quick else None
     else:
         base_subset = None if args.subset == "all" else int(args.subset)
 

@@ -65,6 +65,9 @@ class ModelConfig:
     # dilutes (demo: val epsilon r 0.77 with roles vs 0.25 without after 6 epochs).
     # model.use_roles=false gives the report's model exactly.
     use_roles: bool = field(default=True, metadata=_key("model.use_roles"))
+    # Read collaborative-filtering features of each pair, fitted on the train split's
+    # interaction profiles (model/collaborative.py), beside the graph embeddings.
+    profile_features: bool = field(default=False, metadata=_key("model.profile_features"))
 
 
 @dataclass(frozen=True)

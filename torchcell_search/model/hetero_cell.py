@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torchcell_search.config import ModelConfig
 from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY, CellGraph, PerturbationMasks
 from torchcell_search.errors import ConfigError, DataError
+from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES, ProfileTables
 from torchcell_search.model.layers import (
     BatchedGATv2Conv,
     ConvBlock,
@@ -192,6 +193,16 @@ class HeteroCell(nn.Module):
         # genes' wildtype embeddings to z_p, so the head sees which gene was the query.
         self.role_embedding = nn.Embedding(2, H) if cfg.use_roles and cfg.kind == "perturbation_set" else None
         self.role_proj = nn.Linear(2 * H, H) if cfg.use_roles and cfg.kind == "hetero_cell" else None
+        # Profile features (model/collaborative.py): projected into z_p for the head, and a
+        # linear skip to the output so the blend the features already give is one step away.
+        # The tables are fitted on the train split by the trainer (set_profile_tables) and
+        # saved with the weights, so a checkpoint predicts any pair on its own.
+        F = NUM_PROFILE_FEATURES
+        self.profile_proj = nn.Linear(F, H) if cfg.profile_features else None
+        self.profile_skip = nn.Linear(F, 2) if cfg.profile_features else None
+        if cfg.profile_features:
+            self.register_buffer("profile_lookup", torch.zeros(self.num_genes, dtype=torch.long))
+            self.register_buffer("profile_tables", torch.zeros(F, 1, 1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -202,7 +213,8 @@ class HeteroCell(nn.Module):
         for layer in self.convs:
             for name in RELATIONS:
                 layer[name].reset_parameters()
-        for mod in (self.global_aggregator, self.set_block, self.prediction_head, self.role_embedding, self.role_proj):
+        for mod in (self.global_aggregator, self.set_block, self.prediction_head, self.role_embedding, self.role_proj,
+                    self.profile_proj, self.profile_skip):
             if mod is not None:
                 mod.reset_parameters()
 
@@ -212,17 +224,30 @@ class HeteroCell(nn.Module):
         """Whether :meth:`forward` reads per-sample masks (``hetero_cell``) or not (``perturbation_set``)."""
         return self.cfg.kind != "perturbation_set"
 
-    def forward(self, genes: Tensor, masks: PerturbationMasks | None) -> ModelOutput:
+    def set_profile_tables(self, tables: ProfileTables) -> None:
+        """Install the profile-feature tables fitted on the train split (``model.profile_features``)."""
+        if self.profile_proj is None:
+            raise ConfigError("model.profile_features is false: this model reads no profile tables")
+        device = self.profile_lookup.device
+        self.profile_lookup = tables.lookup.to(device=device, dtype=torch.long)
+        self.profile_tables = tables.tables.to(device=device, dtype=torch.float32)
+
+    def forward(self, genes: Tensor, masks: PerturbationMasks | None, profile: Tensor | None = None) -> ModelOutput:
         """Predict the standardised labels of ``B`` deletions.
 
         Args:
             genes: ``(B, 2)`` long gene indices (query, array); ``-1`` pads.
             masks: what each sample keeps, from ``MaskBuilder(graph).masks(genes)``; ``None``
                 is allowed where :attr:`needs_masks` is false.
+            profile: ``(B, F)`` profile features to use instead of the tables' (the trainer
+                passes out-of-fold features for train records); ignored without
+                ``model.profile_features``.
         """
+        if self.profile_proj is not None and profile is None:
+            profile = ProfileTables(self.profile_lookup, self.profile_tables)(genes[:, :2])
         if self.cfg.kind == "perturbation_set":
             # The wildtype is encoded once; the perturbed genes are read from it (no masks).
-            return self._set_readout(self.gene_embeddings(), genes)
+            return self._set_readout(self.gene_embeddings(), genes, profile)
         if masks is None:
             raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
         self._check(genes, masks)
@@ -230,7 +255,7 @@ class HeteroCell(nn.Module):
         x_gene, x_rxn, x_met = self._inputs(keeps.gene)
         x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)
         z = self.global_aggregator(x_gene.transpose(0, 1), keeps.gene.t())  # (B+1, H)
-        return self._readout(z[:1], z[1:], x_gene[:, 0], genes)
+        return self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile)
 
     def gene_embeddings(self) -> Tensor:
         """``(N_gene, C)``: wildtype gene embeddings after the convs (oversmoothing check)."""
@@ -339,15 +364,22 @@ class HeteroCell(nn.Module):
             x_gene = phys + reg
         return x_gene
 
-    def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor) -> ModelOutput:
+    def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor, profile: Tensor | None) -> ModelOutput:
         """``z_w: (1, H)``, ``z_pert: (B, H)``, ``h_w: (N, H)`` wildtype gene features."""
         z_p = z_w - z_pert  # (B, H)
         if self.role_proj is not None:
             g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
             z_p = z_p + self.role_proj(g.flatten(1))
-        return ModelOutput(self.prediction_head(z_p), z_p)
+        return self._head(z_p, profile)
 
-    def _set_readout(self, h_w: Tensor, genes: Tensor) -> ModelOutput:
+    def _head(self, z_p: Tensor, profile: Tensor | None) -> ModelOutput:
+        if profile is None or self.profile_proj is None:
+            return ModelOutput(self.prediction_head(z_p), z_p)
+        profile = profile.to(z_p.dtype)
+        z_p = z_p + self.profile_proj(profile)
+        return ModelOutput(self.prediction_head(z_p) + self.profile_skip(profile), z_p)
+
+    def _set_readout(self, h_w: Tensor, genes: Tensor, profile: Tensor | None) -> ModelOutput:
         valid = genes >= 0  # (B, k)
         x = self._gather(h_w, genes)  # (B, k, H)
         if self.role_embedding is not None:
@@ -356,7 +388,7 @@ class HeteroCell(nn.Module):
         x = self.set_block(x, x, valid, valid)  # (B, k, H)
         w = valid.unsqueeze(-1).to(x.dtype)
         z_p = (x * w).sum(1) / w.sum(1).clamp_min(1.0)  # masked mean (B, H)
-        return ModelOutput(self.prediction_head(z_p), z_p)
+        return self._head(z_p, profile)
 
     @staticmethod
     def _gather(h: Tensor, genes: Tensor) -> Tensor:
@@ -381,6 +413,7 @@ class HeteroCell(nn.Module):
         out["global_aggregator"] = count(self.global_aggregator)
         out["set_block"] = count(self.set_block)
         out["roles"] = count(self.role_embedding) + count(self.role_proj)
+        out["profile_features"] = count(self.profile_proj) + count(self.profile_skip)
         out["prediction_head"] = count(self.prediction_head)
         return out
 

@@ -140,4 +140,4 @@ def reference_forward(
     h = model._encode(x_gene, x_rxn, x_met, edges, none, all_relations=True)[:, 0]  # (n, H)
     dense, mask = to_dense_batch(h, batch["gene"].batch, batch_size=B)  # (B, N_max, H)
     z_pert = model.global_aggregator(dense, mask)  # (B, H)
-    return model._readout(z_w, z_pert, h_w[:, 0], genes.to(device)).pred
+    return model._readout(z_w, z_pert, h_w[:, 0], genes.to(device), None).pred

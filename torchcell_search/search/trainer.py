@@ -262,6 +262,14 @@ def _train(
         standardiser = Standardiser.identity()
     targets = standardiser.transform(labels)  # (R, 2)
     model = build_model(dataset.graph, cfg.model).to(device)
+    train_profile = None  # (R, F): out-of-fold profile features of the train records
+    if cfg.model.profile_features:
+        from torchcell_search.model.collaborative import profile_features
+
+        features, tables = profile_features(dataset, split, seed=tc.seed)
+        model.set_profile_tables(tables)
+        train_profile = torch.zeros(len(dataset.table), features.shape[1])
+        train_profile[split.train] = features
     loss_fn = CompositeLoss(cfg.loss, targets[split.train]).to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -308,7 +316,8 @@ def _train(
                 group["lr"] = lr
             # forward and composite loss on the standardised labels
             with torch.autocast(device.type, enabled=amp):
-                out = model(*batcher(index))
+                profile = train_profile[index].to(device) if train_profile is not None else None
+                out = model(*batcher(index), profile)
                 loss, _ = loss_fn(out.pred.float(), targets[index].to(device), out.z_p.float())
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
@@ -407,6 +416,11 @@ def load_model(checkpoint: Mapping[str, Any], graph: CellGraph, *, device: str =
         raise ConfigError("checkpoint: it was trained on a different cell graph (gene ids differ); load the study's own data")
     cfg = RunConfig.from_flat(checkpoint["config"])
     model = build_model(graph, cfg.model)
+    if cfg.model.profile_features:
+        from torchcell_search.model.collaborative import ProfileTables
+
+        # The tables' size depends on the train split: install them before loading.
+        model.set_profile_tables(ProfileTables(checkpoint["model"]["profile_lookup"], checkpoint["model"]["profile_tables"]))
     model.load_state_dict(checkpoint["model"])
     model.to(device).eval()
     return model, Standardiser.from_state_dict(checkpoint["standardiser"])

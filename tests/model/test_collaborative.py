@@ -1,0 +1,107 @@
+"""Profile features: out of fold on train records, tables for every other pair, no leakage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from torchcell_search.config import RunConfig
+from torchcell_search.data.types import Dataset
+from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES, _neighbour_means, _raw_features, profile_features
+from torchcell_search.search.trainer import load_model, predict_genes, prepare_data, train
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return prepare_data("demo", subset=None, split="pair", seed=0, cache_dir=None)
+
+
+def test_neighbour_means_match_the_formula_cell_by_cell():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(12, 15))
+    observed = (rng.random((12, 15)) < 0.7).astype(float)
+    values *= observed
+    got = _neighbour_means(values, observed)
+    centred = [(values[i] - values[i][observed[i] > 0].mean()) * observed[i] for i in range(12)]
+    sim = np.zeros((12, 12))
+    for i in range(12):
+        for j in range(12):
+            common = (observed[i] > 0) & (observed[j] > 0)
+            if i == j or not common.any():
+                continue
+            x, y = centred[i][common], centred[j][common]
+            sim[i, j] = (x @ y) / (np.sqrt((x**2).sum() * (y**2).sum()) + 1e-9) * common.sum() / (common.sum() + 10.0)
+    cell = 3, 4
+    # 12 rows < 30 neighbours: every other row counts.
+    expected = sum(sim[3, j] * centred[j][4] for j in range(12)) / (np.abs(sim[3]) @ observed[:, 4] + 1e-9)
+    assert got[cell] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["pair", "gene"])
+def test_a_train_record_never_sees_its_own_label(kind):
+    dataset, split = prepare_data("demo", subset=None, split=kind, seed=0, cache_dir=None)
+    assert profile_features(dataset, split, seed=0)[0].shape == (len(split.train), NUM_PROFILE_FEATURES)
+    features = torch.as_tensor(_raw_features(dataset, split, 0)[0])  # before the global rescaling
+    # Rewrite one train pair's labels (both orientations): its own features must not move.
+    genes = dataset.table.genes
+    q, a = genes[split.train[0]].tolist()
+    same_pair = ((genes[:, 0] == q) & (genes[:, 1] == a)) | ((genes[:, 0] == a) & (genes[:, 1] == q))
+    table = dataclasses.replace(dataset.table, gene_interaction=torch.where(same_pair, 5.0, dataset.table.gene_interaction),
+                                fitness=torch.where(same_pair, 5.0, dataset.table.fitness))
+    changed = torch.as_tensor(_raw_features(Dataset(dataset.name, dataset.graph, table, dataset.info), split, 0)[0])
+    rows = torch.isin(split.train, torch.nonzero(same_pair).flatten())
+    assert torch.allclose(changed[rows], features[rows], atol=1e-5)
+    assert not torch.allclose(changed[~rows], features[~rows], atol=1e-5)  # the others do see it
+
+
+def test_tables_predict_val_pairs_and_zero_unseen_genes(demo):
+    dataset, split = demo
+    _, tables = profile_features(dataset, split, seed=0)
+    val_features = tables(dataset.table.genes[split.val])
+    eps = dataset.table.gene_interaction[split.val]
+    for k in (0, 1, 2):  # factorisation and both neighbour features carry the planted signal
+        r = np.corrcoef(val_features[:, k].numpy(), eps.numpy())[0, 1]
+        assert r > 0.3, (k, r)
+    # Genes without a train record (the demo's essential genes) read zeros, the train mean.
+    no_records = torch.nonzero(tables.lookup == tables.tables.shape[1] - 1).flatten()
+    assert len(no_records) > 0
+    seen = torch.nonzero(tables.lookup < tables.tables.shape[1] - 1).flatten()[:len(no_records)]
+    assert torch.all(tables(torch.stack([no_records, seen[: len(no_records)]], 1)) == 0)
+
+
+def test_a_profile_model_checkpoint_predicts_alone(demo):
+    dataset, split = demo
+    cfg = RunConfig().with_overrides({
+        "model.kind": "perturbation_set", "model.profile_features": True, "model.num_layers": 1,
+        "model.hidden_channels": 16, "cell_dataset.learnable_embedding_input_channels": 16,
+        "model.prediction_head_config.hidden_channels": 16, "trainer.max_epochs": 3, "trainer.device": "cpu",
+    })
+    result = train(dataset, split, cfg)
+    assert result.best["val/gene_interaction/Pearson"] > 0.5
+    model, standardiser = load_model(result.best_checkpoint, dataset.graph)
+    pred = predict_genes(model, standardiser, dataset, dataset.table.genes[split.test])
+    np.testing.assert_allclose(pred, result.predictions["test"], rtol=1e-5, atol=1e-6)
+
+
+def test_hetero_cell_reads_profile_features_and_trains_their_projection(demo):
+    from torchcell_search.data.masks import MaskBuilder
+    from torchcell_search.model import build_model
+
+    dataset, split = demo
+    cfg = RunConfig().with_overrides({
+        "model.profile_features": True, "model.num_layers": 1, "model.hidden_channels": 8,
+        "cell_dataset.learnable_embedding_input_channels": 8, "model.prediction_head_config.hidden_channels": 8,
+        "model.pooling": "attentional",
+    }).model
+    model = build_model(dataset.graph, cfg)
+    model.set_profile_tables(profile_features(dataset, split, seed=0)[1])
+    genes = dataset.table.genes[split.val[:4]]
+    masks = MaskBuilder(dataset.graph).masks(genes)
+    from_tables = model(genes, masks)
+    given = model(genes, masks, torch.zeros(4, NUM_PROFILE_FEATURES))
+    assert not torch.allclose(from_tables.pred, given.pred)
+    from_tables.pred.sum().backward()
+    assert model.profile_proj.weight.grad.abs().sum() > 0 and model.profile_skip.weight.grad.abs().sum() > 0
