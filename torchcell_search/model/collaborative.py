@@ -61,7 +61,7 @@ _MF = BaselineConfig(rank=64)
 
 @dataclass
 class ProfileTables:
-    """Features of every pair of train genes, fitted on all train records.
+    """Features of every pair of genes with records, fitted on all train records.
 
     Shapes:
         ``lookup``: ``(N_gene,)`` long, compact row of each gene with records (``G`` = none);
