@@ -40,15 +40,19 @@ def test_neighbour_means_match_the_formula_cell_by_cell():
     assert got[cell] == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["pair", "gene"])
+@pytest.mark.parametrize("kind", ["random", "pair", "gene"])
 def test_a_train_record_never_sees_its_own_label(kind):
     dataset, split = prepare_data("demo", subset=None, split=kind, seed=0, cache_dir=None)
     assert profile_features(dataset, split, seed=0)[0].shape == (len(split.train), NUM_PROFILE_FEATURES)
     features = torch.as_tensor(_raw_features(dataset, split, 0)[0])  # before the global rescaling
-    # Rewrite one train pair's labels (both orientations): its own features must not move.
+    # Rewrite one train pair's labels (both orientations; the record alone on a random
+    # split): its own features must not move.
     genes = dataset.table.genes
     q, a = genes[split.train[0]].tolist()
     same_pair = ((genes[:, 0] == q) & (genes[:, 1] == a)) | ((genes[:, 0] == a) & (genes[:, 1] == q))
+    if kind == "random":  # records leave one by one: only the record itself is hidden
+        same_pair = torch.zeros_like(same_pair)
+        same_pair[split.train[0]] = True
     table = dataclasses.replace(dataset.table, gene_interaction=torch.where(same_pair, 5.0, dataset.table.gene_interaction),
                                 fitness=torch.where(same_pair, 5.0, dataset.table.fitness))
     changed = torch.as_tensor(_raw_features(Dataset(dataset.name, dataset.graph, table, dataset.info), split, 0)[0])

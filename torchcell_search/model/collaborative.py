@@ -23,9 +23,9 @@ with :math:`\\tilde y` the row-centred profile and :math:`s` the Pearson correla
 profiles over their common partners times ``n / (n + 10)``.
 
 **No label of a record reaches its own features.** The features of a *train* record come
-from a fit on the other train records, out of fold, with folds shaped like the split: 5 folds
-of unordered gene pairs (both orientations leave together) for the random and pair splits,
-5 folds of genes for the gene split (every record of a held-out gene leaves, so its
+from a fit on the other train records, out of fold, with 5 folds shaped like the split:
+folds of records for the random split, of unordered gene pairs (both orientations leave
+together) for the pair split, of genes for the gene split (every record of a held-out gene leaves, so its
 features look like those of a test gene). Every other pair (val, test, ``predict``) reads
 the :class:`ProfileTables` fitted on all train records. A model thus learns how far to
 trust each feature from features as noisy as those it will see. Genes without train records
@@ -162,6 +162,11 @@ def _folds(genes: np.ndarray, train: np.ndarray, kind: str, seed: int) -> list[n
         fold_of_gene = rng.integers(0, _FOLDS, genes.max() + 1)
         q, a = fold_of_gene[genes[train, 0]], fold_of_gene[genes[train, 1]]
         return [(q == k) | (a == k) for k in range(_FOLDS)]
+    if kind == "random":
+        # Records leave one by one: a test record of a random split may have its reverse
+        # orientation or a repeat measurement in train, and so may a held-out record.
+        fold = rng.integers(0, _FOLDS, len(train))
+        return [fold == k for k in range(_FOLDS)]
     pair = np.minimum(genes[train, 0], genes[train, 1]) * (genes.max() + 1) + np.maximum(genes[train, 0], genes[train, 1])
     _, group = np.unique(pair, return_inverse=True)
     fold = rng.integers(0, _FOLDS, group.max() + 1)[group]
