@@ -111,18 +111,20 @@ def _fit_tables(dataset: Dataset, split: Split, fit: np.ndarray, rows: np.ndarra
     eps = dataset.table.gene_interaction.numpy().astype(np.float64)
     ok = fit[np.isfinite(eps[fit])]
     q, a = rows[ok, 0], rows[ok, 1]
-    out = [mf_grid[..., 1]]
-    means = []
-    for target in (eps[ok], eps[ok] - mf_grid[q, a, 1]):
-        total, count = np.zeros((G + 1, G + 1)), np.zeros((G + 1, G + 1))
+    count = np.zeros((G + 1, G + 1))
+    np.add.at(count, (q, a), 1.0)
+    observed = (count > 0).astype(np.float64)
+
+    def cell_means(target: np.ndarray) -> np.ndarray:
+        total = np.zeros((G + 1, G + 1))
         np.add.at(total, (q, a), target)
-        np.add.at(count, (q, a), 1.0)
-        observed = (count > 0).astype(np.float64)
-        mean = total / np.maximum(count, 1.0)
-        means.append((mean, observed))
-        out += [_neighbour_means(mean, observed), _neighbour_means(mean.T, observed.T).T]
+        return total / np.maximum(count, 1.0)
+
+    mean, residual = cell_means(eps[ok]), cell_means(eps[ok] - mf_grid[q, a, 1])
+    out = [mf_grid[..., 1]]
+    for cells in (mean, residual):
+        out += [_neighbour_means(cells, observed), _neighbour_means(cells.T, observed.T).T]
     out.append(mf_grid[..., 0])
-    mean, observed = means[0]
     for adj in adjacency:
         # Only neighbours inside the fit lend their profiles.
         lend = np.zeros((G + 1, G + 1))
