@@ -10,7 +10,14 @@ import torch
 
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import Dataset
-from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES, _neighbour_means, _raw_features, profile_features
+from torchcell_search.model.collaborative import (
+    _FOLDS,
+    NUM_PROFILE_FEATURES,
+    _folds,
+    _neighbour_means,
+    _raw_features,
+    profile_features,
+)
 from torchcell_search.search.trainer import load_model, predict_genes, prepare_data, train
 
 
@@ -59,6 +66,64 @@ def test_a_train_record_never_sees_its_own_label(kind):
     rows = torch.isin(split.train, torch.nonzero(same_pair).flatten())
     assert torch.allclose(changed[rows], features[rows], atol=1e-5)
     assert not torch.allclose(changed[~rows], features[~rows], atol=1e-5)  # the others do see it
+
+
+def _relabel(dataset: Dataset, rows: torch.Tensor, value: float) -> Dataset:
+    """The dataset with both labels of the records ``rows`` (boolean) set to ``value``."""
+    table = dataclasses.replace(dataset.table, gene_interaction=torch.where(rows, value, dataset.table.gene_interaction),
+                                fitness=torch.where(rows, value, dataset.table.fitness))
+    return Dataset(dataset.name, dataset.graph, table, dataset.info)
+
+
+@pytest.mark.parametrize("kind", ["random", "pair", "gene"])
+def test_val_and_test_labels_move_no_feature(kind):
+    # Every feature (out-of-fold train features and the tables val/test/predict read) is
+    # fitted on train labels only: the factorisation's iteration count included.
+    dataset, split = prepare_data("demo", subset=None, split=kind, seed=0, cache_dir=None)
+    oof, full, _ = _raw_features(dataset, split, 0)
+    hidden = torch.zeros(len(dataset.table), dtype=torch.bool)
+    hidden[split.val] = hidden[split.test] = True
+    rng = np.random.default_rng(1)
+    table = dataclasses.replace(
+        dataset.table,
+        gene_interaction=torch.where(hidden, torch.as_tensor(rng.normal(size=len(hidden)), dtype=torch.float32),
+                                     dataset.table.gene_interaction),
+        fitness=torch.where(hidden, 5.0, dataset.table.fitness),
+    )
+    oof2, full2, _ = _raw_features(Dataset(dataset.name, dataset.graph, table, dataset.info), split, 0)
+    np.testing.assert_array_equal(oof2, oof)
+    np.testing.assert_array_equal(full2, full)
+    # The rewrite is not a no-op: moving train labels does move features.
+    oof3, _, _ = _raw_features(_relabel(dataset, torch.isin(torch.arange(len(hidden)), split.train[:50]), 5.0), split, 0)
+    assert not np.allclose(oof3, oof)
+
+
+def test_gene_split_a_held_out_genes_other_records_do_not_feed_its_features():
+    # Fold shape on the gene split: a train record takes its features from the first fold
+    # that holds out one of its genes; none of that gene's other train records may reach
+    # them, as none of a test gene's records reach a test record's.
+    dataset, split = prepare_data("demo", subset=None, split="gene", seed=0, cache_dir=None)
+    genes = dataset.table.genes.numpy()
+    train = split.train.numpy()
+    folds = _folds(genes, train, "gene", 0)
+    assert len(folds) == _FOLDS
+    oof = _raw_features(dataset, split, 0)[0]
+    checked = 0
+    for r in (0, len(train) // 3, len(train) // 2):
+        k = next(i for i, held in enumerate(folds) if held[r])
+        q, a = genes[train[r]]
+        # the gene of record r that fold k holds out (both genes when both are in it)
+        in_fold = [g for g in (q, a) if folds[k][np.flatnonzero((genes[train, 0] == g) | (genes[train, 1] == g))].all()]
+        assert in_fold
+        g = in_fold[0]
+        with_g = torch.as_tensor((genes[:, 0] == g) | (genes[:, 1] == g))
+        changed = _raw_features(_relabel(dataset, with_g, 5.0), split, 0)[0]
+        np.testing.assert_allclose(changed[r], oof[r], atol=1e-6)
+        checked += 1
+        # records of other folds do read g's records
+        other = np.flatnonzero(~folds[k] & ~with_g.numpy()[train])
+        assert not np.allclose(changed[other], oof[other], atol=1e-6)
+    assert checked == 3
 
 
 def test_tables_predict_val_pairs_and_zero_unseen_genes(demo):

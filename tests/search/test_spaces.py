@@ -58,6 +58,34 @@ def test_suggest_samples_every_parameter_and_returns_fixed_values() -> None:
     assert values["data_module.batch_size"] in (16, 32, 48, 64) and isinstance(values["data_module.batch_size"], int)
 
 
+def test_pooling_is_sampled_only_where_the_model_pools() -> None:
+    # extended.yaml searches model.kind and model.pooling: perturbation_set pools nothing, so its
+    # trials neither sample nor record a pooling (the importances then cannot credit it).
+    space = load_space(CONFIGS / "extended.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    kinds = set()
+    for _ in range(30):
+        trial = study.ask()
+        values = space.suggest(trial)
+        kinds.add(values["model.kind"])
+        pools = values["model.kind"] == "hetero_cell"
+        assert ("model.pooling" in values) == pools and ("model.pooling" in trial.params) == pools
+    assert kinds == {"hetero_cell", "perturbation_set"}
+    both = parse_space({"parameters": {"model.kind": {"choices": ["hetero_cell", "perturbation_set"]},
+                                       "model.pooling": {"choices": ["sab", "pma"]}}})
+    with pytest.raises(ConfigError, match="model.pooling: searched with model.kind"):
+        both.grid()
+
+
+@pytest.mark.parametrize("kind", ["perturbation_set", {"choices": ["perturbation_set"]}])
+def test_searching_pooling_under_perturbation_set_alone_is_refused(kind: object) -> None:
+    with pytest.raises(ConfigError, match="<dict>: model.pooling is searched but model.kind=perturbation_set"):
+        parse_space({"parameters": {"model.kind": kind, "model.pooling": {"choices": ["sab", "pma"]}}})
+    # a fixed pooling is harmless, and hetero_cell pools
+    parse_space({"parameters": {"model.kind": kind, "model.pooling": "sab"}})
+    parse_space({"parameters": {"model.kind": "hetero_cell", "model.pooling": {"choices": ["sab", "pma"]}}})
+
+
 def test_to_dict_round_trips() -> None:
     space = load_space(CONFIGS / "extended.yaml")
     again = SearchSpace.from_dict(space.to_dict())

@@ -114,6 +114,17 @@ def test_cli_unknown_study_exits_2_with_one_line(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "study 'nope' not found" in proc.stderr
 
 
+def test_cli_refuses_pooling_searched_under_a_perturbation_set_override(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("overrides: {model.kind: perturbation_set}\n"
+                      "space: {parameters: {model.pooling: {choices: [sab, pma]}}}\n")
+    db = tmp_path / "s.db"
+    proc = _cli("start", "--study", "p", "--recipe", str(recipe), "--storage", f"sqlite:///{db}", "--data", "demo")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "model.pooling is searched but model.kind=perturbation_set pools nothing" in proc.stderr
+    assert not db.exists()
+
+
 def test_cli_never_prints_the_password(tmp_path: Path) -> None:
     proc = _cli("status", "--study", "x", "--storage", "postgresql+psycopg2://u:hunter2@127.0.0.1:1/db")
     assert proc.returncode == 2 and "hunter2" not in proc.stderr + proc.stdout and "***" in proc.stderr

@@ -67,6 +67,10 @@ class BaselineConfig:
     patience: int = 10
     # Role-blind model: fraction of the old factors kept at each symmetric update.
     symmetric_damping: float = 0.5
+    # Fixed iteration count per label (fitness, gene_interaction), overriding max_iterations:
+    # a fit whose count was chosen elsewhere (an inner split of train, see
+    # model/collaborative.py) runs without validation records and keeps its last iteration.
+    iterations: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -326,7 +330,8 @@ def _fit_mf(
             V = U
         best_mse, best_it, it, stale = math.inf, 0, 0, 0
         best = (p, q, U, V)
-        for it in range(1, cfg.max_iterations + 1):
+        max_iterations = cfg.iterations[t] if cfg.iterations is not None else cfg.max_iterations
+        for it in range(1, max_iterations + 1):
             if role_aware:
                 p, U = _ridge_rows(W, Z, V, q, b, cfg)
                 q, V = _ridge_rows(W.T, Z.T, U, p, b, cfg)
@@ -390,6 +395,8 @@ def fit_baseline(
         raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     if cfg.rank < 1 or cfg.max_iterations < 1 or cfg.patience < 1 or not cfg.ridge_alphas:
         raise ConfigError(f"BaselineConfig: rank, max_iterations, patience must be >= 1 and ridge_alphas non-empty, got {cfg}")
+    if cfg.iterations is not None and (len(cfg.iterations) != len(LABELS) or min(cfg.iterations) < 1):
+        raise ConfigError(f"BaselineConfig.iterations: one count >= 1 per label {LABELS}, got {cfg.iterations}")
     if not 0.0 <= cfg.symmetric_damping < 1.0:
         raise ConfigError(f"BaselineConfig.symmetric_damping must be in [0, 1), got {cfg.symmetric_damping}")
     lookup, mean, scale, _, cells, val_rows, val_z = _prepare(table, split)

@@ -40,14 +40,14 @@ features 6-9 lift a blend with the additive baseline from 0.079 to ~0.10.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from torchcell_search.data.types import GPR, PHYSICAL, Dataset, Split
-from torchcell_search.model.baselines import BaselineConfig, fit_baseline
+from torchcell_search.data.types import GPR, LABELS, PHYSICAL, Dataset, Split
+from torchcell_search.model.baselines import Baseline, BaselineConfig, fit_baseline
 
 __all__ = ["NUM_PROFILE_FEATURES", "ProfileTables", "profile_features"]
 
@@ -98,8 +98,7 @@ def _fit_tables(dataset: Dataset, split: Split, fit: np.ndarray, rows: np.ndarra
     each row; ``adjacency``: ``(G, G)`` 0/1 graph relations between the rows.
     """
     G = len(gene_ids)
-    sub = Split(split.kind, split.seed, torch.as_tensor(fit), split.val, split.test)
-    mf = fit_baseline("matrix_factorisation", dataset.table, sub, seed=seed, cfg=_MF)
+    mf = _train_only_mf(dataset, split.kind, fit, seed)
     seen = np.zeros(G + 1, dtype=bool)
     seen[rows[fit].reshape(-1)] = True
     ids = np.append(gene_ids, gene_ids[0])
@@ -133,6 +132,24 @@ def _fit_tables(dataset: Dataset, split: Split, fit: np.ndarray, rows: np.ndarra
         out.append((lend @ mean) / np.maximum(lend @ observed, 1e-9))  # q's neighbours with a
         out.append((mean @ lend.T) / np.maximum(observed @ lend.T, 1e-9))  # q with a's neighbours
     return np.stack(out).astype(np.float32)
+
+
+def _train_only_mf(dataset: Dataset, kind: str, fit: np.ndarray, seed: int) -> Baseline:
+    """Role-aware factorisation of the records ``fit`` that reads no other label.
+
+    Its iteration count per label is chosen on an inner split of ``fit`` (one fold of
+    :func:`_folds`, shaped like the outer split), then the factorisation is refitted on all
+    of ``fit`` for that many iterations. Val and test records take no part, so rewriting
+    their labels cannot move a feature.
+    """
+    genes = dataset.table.genes.numpy()
+    held = _folds(genes, fit, kind, seed + 1)[0]
+    empty = torch.zeros(0, dtype=torch.long)
+    inner = Split(kind, seed, torch.as_tensor(fit[~held]), torch.as_tensor(fit[held]), empty)
+    chosen = fit_baseline("matrix_factorisation", dataset.table, inner, seed=seed, cfg=_MF).info["best_iteration"]
+    counts = tuple(max(1, int(chosen[label])) for label in LABELS)
+    whole = Split(kind, seed, torch.as_tensor(fit), empty, empty)
+    return fit_baseline("matrix_factorisation", dataset.table, whole, seed=seed, cfg=replace(_MF, iterations=counts))
 
 
 def _adjacency(dataset: Dataset, gene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

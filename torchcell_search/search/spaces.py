@@ -41,8 +41,9 @@ import yaml
 from torchcell_search.config import RunConfig, parameter_keys
 from torchcell_search.errors import ConfigError
 
-__all__ = ["Choice", "Fixed", "Range", "SearchSpace", "load_space", "parse_space"]
+__all__ = ["Choice", "Fixed", "Range", "SearchSpace", "check_pooling", "load_space", "parse_space"]
 
+KIND, POOLING = "model.kind", "model.pooling"
 #: Keys a study sets itself (``--epochs``, ``--seed``, ``--device``), so a space may not.
 STUDY_KEYS = ("seed", "trainer.device", "trainer.max_epochs")
 _OUR_SPEC_KEYS = {"choices", "low", "high", "step", "log", "value"}
@@ -103,8 +104,10 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample every parameter (sorted by key) and return ``{key: value}``, fixed ones included."""
         out: dict[str, Any] = {}
-        for key in sorted(self.params):
+        for key in sorted(self.params):  # "model.kind" sorts before "model.pooling"
             p = self.params[key]
+            if key == POOLING and out.get(KIND) == "perturbation_set":
+                continue  # that model does not pool: the trial neither samples nor records it
             if isinstance(p, Fixed):
                 out[key] = p.value
             elif isinstance(p, Choice):
@@ -135,6 +138,9 @@ class SearchSpace:
                 else:
                     raise ConfigError(f"{self.source}: {key}: a float range has no grid; "
                                       f"give choices or a step, or use --sampler tpe|random")
+        if POOLING in self.params and not isinstance(self.params[POOLING], Fixed) and KIND in self.params:
+            raise ConfigError(f"{self.source}: {POOLING}: searched with {KIND}, but only hetero_cell pools; a grid "
+                              f"cannot skip it for perturbation_set: fix {KIND} or use --sampler tpe|random")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,7 +223,34 @@ def parse_space(obj: Mapping[str, Any] | str, *, source: str = "<dict>") -> Sear
         if key in STUDY_KEYS:
             raise ConfigError(f"{source}: {key}: set by the study (--epochs, --seed, --device), not by a space")
         out[key] = _parse_param(key, params[key], source)
+    check_pooling(out, {}, source)
     return SearchSpace(out, source=source, metric=metric, sampler=sampler)
+
+
+def check_pooling(params: Mapping[str, Param], overrides: Mapping[str, Any], source: str) -> None:
+    """Refuse a searched ``model.pooling`` where every trial is ``model.kind=perturbation_set``.
+
+    That model reads the perturbed genes with a self-attention block and pools nothing, so
+    the parameter would change no trial yet be recorded and credited by the importances.
+    Where ``model.kind`` itself is searched, :meth:`SearchSpace.suggest` samples the pooling
+    only in hetero_cell trials.
+
+    Raises:
+        ConfigError: the combination, naming both keys.
+    """
+    pooling = params.get(POOLING)
+    if pooling is None or isinstance(pooling, Fixed):
+        return
+    kind = params.get(KIND)
+    if isinstance(kind, Fixed):
+        kinds: tuple[Any, ...] = (kind.value,)
+    elif isinstance(kind, Choice):
+        kinds = kind.choices
+    else:
+        kinds = (overrides.get(KIND, RunConfig().model.kind),)
+    if set(kinds) == {"perturbation_set"}:
+        raise ConfigError(f"{source}: {POOLING} is searched but {KIND}=perturbation_set pools nothing; "
+                          f"remove {POOLING} from the space or search {KIND}=hetero_cell")
 
 
 def _parse_metric(metric: Any, source: str) -> dict[str, str] | None:

@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 
 from torchcell_search.config import RunConfig
 from torchcell_search.errors import ConfigError, DataError, StudyError, TorchcellSearchError
-from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, load_space, parse_space
+from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, check_pooling, load_space, parse_space
 from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
 
 __all__ = [
@@ -266,6 +266,7 @@ def _complete(given: dict[str, Any]) -> StudyConfig:
     else:
         values.setdefault("epochs", 20)
     cfg = StudyConfig(**values)
+    check_pooling(space.params, cfg.overrides or {}, space.source)
     if cfg.sampler == "grid":
         space.grid()  # raises ConfigError for float ranges
     if cfg.pruner_warmup_epochs is not None and cfg.pruner_warmup_epochs >= cfg.epochs:
