@@ -81,6 +81,26 @@ ROWS: dict[str, tuple[str, dict[str, Any], Any]] = {
                         {"model.kind": "hetero_cell", "model.pooling": "sab", "data_module.batch_size": 32}, "base"),
     "hetero_cell_pma": ("hetero_cell, pooling=pma",
                         {"model.kind": "hetero_cell", "model.pooling": "pma", "data_module.batch_size": 32}, "base"),
+    # Issue 13, genes without records: each input an unseen gene has, removed in turn.
+    "smf_off": ("single-mutant fitness off (model.input_smf=false)", {"model.input_smf": False}, "base"),
+    "go_off": ("GO off: GO-similar genes' profiles and the learned similarity (model.input_go=false, "
+               "model.input_learned_similarity=false)",
+               {"model.input_go": False, "model.input_learned_similarity": False}, "base"),
+    "learned_similarity_off": ("learned GO similarity off, top-10 GO neighbours kept",
+                               {"model.input_learned_similarity": False}, "base"),
+    "go_topk_off": ("top-10 GO neighbours off, learned GO similarity kept", {"model.input_go": False}, "base"),
+    "physical_off": ("physical neighbours' profiles off (model.input_physical=false)",
+                     {"model.input_physical": False}, "base"),
+    "regulatory_off": ("regulatory neighbours' profiles off (model.input_regulatory=false)",
+                       {"model.input_regulatory": False}, "base"),
+    "metabolic_off": ("shared-reaction genes' profiles off (model.input_metabolic=false)",
+                      {"model.input_metabolic": False}, "base"),
+    "unseen_inputs_off": ("every input of an unseen gene off (SMF, GO, learned similarity, physical, "
+                          "regulatory, metabolic): the pre-issue-13 features minus the graph ones",
+                          {"model.input_smf": False, "model.input_go": False, "model.input_learned_similarity": False,
+                           "model.input_physical": False, "model.input_regulatory": False,
+                           "model.input_metabolic": False}, "base"),
+    "profile_dropout": ("profile dropout 0.3 (model.profile_dropout=0.3)", {"model.profile_dropout": 0.3}, "base"),
     "size_25k": ("training-set size: subset 25,000", {}, 25_000),
     "size_100k": ("training-set size: subset 100,000", {}, 100_000),
     "size_all": ("training-set size: all 350,296", {}, None),
@@ -181,6 +201,33 @@ def table(records: list[dict[str, Any]], splits: list[str], rows: list[str], bas
     return "\n".join(lines)
 
 
+def paired(records: list[dict[str, Any]], splits: list[str], rows: list[str], base_subset: Any,
+           epochs: int | None) -> str:
+    """Each row against each baseline on the same seeds: mean and sd of the per-seed difference.
+
+    A row counts as better than a baseline only where the mean difference exceeds twice the
+    sd of the per-seed differences (the issue's rule), marked "yes".
+    """
+    lines = ["| row | split | baseline | seeds | row − baseline (mean ± sd) | better (> 2 sd) |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        subset = base_subset if ROWS[row][2] == "base" else ROWS[row][2]
+        wanted = _canonical(row, subset, base_subset)
+        for split in splits:
+            model = {r["seed"]: r["test"].get(METRIC) for r in records if r["kind"] == "model" and r["row"] == wanted
+                     and r["split"] == split and r["subset"] == subset and (epochs is None or r["epochs"] == epochs)}
+            base = {r["seed"]: r["test"] for r in records if r["kind"] == "baselines" and r["split"] == split
+                    and r["subset"] == subset}
+            for name in BASELINE_NAMES:
+                seeds = sorted(s for s in model if s in base and base[s].get(name) is not None)
+                if len(seeds) < 2:
+                    continue
+                diff = [model[s] - base[s][name] for s in seeds]
+                mean, sd = statistics.mean(diff), statistics.stdev(diff)
+                lines.append(f"| {row} | {split} | {name} | {len(seeds)} | {mean:+.3f} ± {sd:.3f} | "
+                             f"{'yes' if mean > 2 * sd else 'no'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="real data directory (e.g. /work/shared/data) or 'demo'")
@@ -240,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{rec['test'].get(METRIC, math.nan):.3f} (best epoch {rec['best_epoch']}, "
                           f"{time.perf_counter() - start:.0f} s)", flush=True)
     print(table(records, args.splits, args.rows, base_subset, epochs))
+    print()
+    print(paired(records, args.splits, args.rows, base_subset, epochs))
     return 0
 
 

@@ -25,15 +25,9 @@ import numpy as np
 import torch
 
 from torchcell_search.model.baselines import evaluate_baselines
-from torchcell_search.model.collaborative import profile_features
+from torchcell_search.model.collaborative import FEATURES, profile_features
 from torchcell_search.search.trainer import prepare_data
 
-FEATURES = (
-    "role-aware MF, epsilon", "query-side neighbours", "array-side neighbours",
-    "query-side neighbours of MF residuals", "array-side neighbours of MF residuals", "role-aware MF, fitness",
-    "physical neighbours' profiles (query side)", "physical neighbours' profiles (array side)",
-    "shared-reaction genes' profiles (query side)", "shared-reaction genes' profiles (array side)",
-)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -68,6 +68,18 @@ class ModelConfig:
     # Read collaborative-filtering features of each pair, fitted on the train split's
     # interaction profiles (model/collaborative.py), beside the graph embeddings.
     profile_features: bool = field(default=False, metadata=_key("model.profile_features"))
+    # Issue 13, genes without records: which inputs an unseen gene still has feed the profile
+    # features (model/collaborative.py INPUT_COLUMNS); a switched-off input reads zeros.
+    input_smf: bool = field(default=True, metadata=_key("model.input_smf"))
+    input_go: bool = field(default=True, metadata=_key("model.input_go"))
+    input_learned_similarity: bool = field(default=True, metadata=_key("model.input_learned_similarity"))
+    input_physical: bool = field(default=True, metadata=_key("model.input_physical"))
+    input_regulatory: bool = field(default=True, metadata=_key("model.input_regulatory"))
+    input_metabolic: bool = field(default=True, metadata=_key("model.input_metabolic"))
+    # Probability that a train record's own-profile features (factorisation, profile
+    # neighbours) are hidden, so the model learns to predict from borrowed ones as it must
+    # for a gene without records.
+    profile_dropout: float = field(default=0.0, metadata=_key("model.profile_dropout", low=0.0))
 
 
 @dataclass(frozen=True)

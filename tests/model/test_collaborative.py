@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from torchcell_search.config import RunConfig
-from torchcell_search.data.types import Dataset
+from torchcell_search.data.types import PHYSICAL, Dataset
 from torchcell_search.model.collaborative import (
     _FOLDS,
+    FEATURES,
     NUM_PROFILE_FEATURES,
     _folds,
     _neighbour_means,
@@ -174,3 +175,77 @@ def test_hetero_cell_reads_profile_features_and_trains_their_projection(demo):
     assert not torch.allclose(from_tables.pred, given.pred)
     from_tables.pred.sum().backward()
     assert model.profile_proj.weight.grad.abs().sum() > 0 and model.profile_skip.weight.grad.abs().sum() > 0
+
+
+def test_a_gene_in_no_record_gets_its_borrowed_profiles_smf_and_a_prediction(demo):
+    # The demo's essential genes have no record at all: predict must serve them from their
+    # graph neighbours' profiles and their SMF, leaving every other pair's features as they were.
+    dataset, split = demo
+    _, tables = profile_features(dataset, split, seed=0)
+    physical = dataset.graph.data[PHYSICAL].edge_index
+    absent = tables.missing(torch.arange(dataset.graph.num_genes))
+    assert len(absent) > 0
+    smf = dataset.info["single_mutant_fitness"]
+    with_partner = [int(g) for g in absent if torch.isfinite(smf[g]) and (physical[0] == g).any()]
+    gene = with_partner[0]
+    seen = dataset.table.genes[split.train[:20]]
+    pairs = torch.cat([torch.stack([torch.full((20,), gene), seen[:, 1]], 1), seen])  # (40, 2)
+    before = tables(pairs)
+    assert torch.all(before[:20] == 0)  # no row of its own yet: the train mean everywhere
+    covered = tables.cover(dataset, pairs)
+    after = covered(pairs)
+    assert len(covered.missing(pairs)) == 0
+    torch.testing.assert_close(after[20:], before[20:], atol=1e-4, rtol=1e-4)  # other pairs unchanged
+    smf_column = FEATURES.index("smf_query")
+    assert torch.all(after[:20, smf_column] != 0)  # its own SMF
+    assert after[:20, FEATURES.index("physical_query")].abs().sum() > 0  # its physical partners' profiles
+
+
+def test_predict_serves_a_gene_in_no_record_from_a_checkpoint(demo):
+    dataset, split = demo
+    cfg = RunConfig().with_overrides({
+        "model.kind": "perturbation_set", "model.profile_features": True, "model.num_layers": 1,
+        "model.hidden_channels": 16, "cell_dataset.learnable_embedding_input_channels": 16,
+        "model.prediction_head_config.hidden_channels": 16, "trainer.max_epochs": 1, "trainer.device": "cpu",
+    })
+    result = train(dataset, split, cfg)
+    model, standardiser = load_model(result.best_checkpoint, dataset.graph)
+    absent = model.profile_lookup == model.profile_tables.shape[1] - 1
+    gene = int(torch.nonzero(absent).flatten()[0])
+    pairs = torch.stack([torch.full((8,), gene), dataset.table.genes[split.train[:8], 1]], 1)
+    zero_features = model(pairs, None).pred  # before cover: the gene reads the train mean
+    pred = predict_genes(model, standardiser, dataset, pairs)
+    assert np.isfinite(pred).all() and pred.shape == (8, 2)
+    assert not model.profile_lookup[gene] == model.profile_tables.shape[1] - 1  # it has its own row now
+    assert not torch.allclose(model(pairs, None).pred, zero_features)
+
+
+def test_switched_off_inputs_and_profile_dropout_hide_their_columns(demo):
+    from torchcell_search.model import build_model
+    from torchcell_search.model.collaborative import INPUT_COLUMNS, OWN_PROFILE_COLUMNS
+
+    dataset, _ = demo
+    base = {"model.kind": "perturbation_set", "model.profile_features": True, "model.num_layers": 1,
+            "model.hidden_channels": 8, "cell_dataset.learnable_embedding_input_channels": 8,
+            "model.prediction_head_config.hidden_channels": 8}
+    genes = dataset.table.genes[:6]
+    profile = torch.randn(6, NUM_PROFILE_FEATURES)
+    for name, columns in INPUT_COLUMNS.items():
+        torch.manual_seed(0)
+        model = build_model(dataset.graph, RunConfig().with_overrides({**base, f"model.input_{name}": False}).model).eval()
+        moved = profile.clone()
+        moved[:, list(columns)] += 3.0
+        torch.testing.assert_close(model(genes, None, moved).pred, model(genes, None, profile).pred)
+        other = [c for c in range(NUM_PROFILE_FEATURES) if c not in columns][0]
+        moved[:, other] += 3.0
+        assert not torch.allclose(model(genes, None, moved).pred, model(genes, None, profile).pred)
+    model = build_model(dataset.graph, RunConfig().with_overrides({**base, "model.profile_dropout": 1.0}).model)
+    moved = profile.clone()
+    moved[:, list(OWN_PROFILE_COLUMNS)] += 3.0
+    model.train()
+    torch.manual_seed(1)
+    a = model(genes, None, moved).pred
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, model(genes, None, profile).pred)  # hidden in training
+    model.eval()
+    assert not torch.allclose(model(genes, None, moved).pred, model(genes, None, profile).pred)  # read at inference

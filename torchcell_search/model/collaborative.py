@@ -46,35 +46,145 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchcell_search.data.types import GPR, LABELS, PHYSICAL, Dataset, Split
+from typing import TYPE_CHECKING
+
+from torchcell_search.data.types import GPR, LABELS, PHYSICAL, REGULATORY, Dataset, Split
 from torchcell_search.model.baselines import Baseline, BaselineConfig, fit_baseline
 
-__all__ = ["NUM_PROFILE_FEATURES", "ProfileTables", "profile_features"]
+if TYPE_CHECKING:
+    from torchcell_search.config import ModelConfig
 
-#: Features per pair (see the module table).
-NUM_PROFILE_FEATURES = 10
+__all__ = ["FEATURES", "INPUT_COLUMNS", "NUM_PROFILE_FEATURES", "OWN_PROFILE_COLUMNS", "ProfileTables", "profile_features"]
+
+#: Features per pair, in column order (see the module table).
+FEATURES: tuple[str, ...] = (
+    "mf_epsilon", "query_neighbours", "array_neighbours", "query_neighbours_residual", "array_neighbours_residual",
+    "mf_fitness", "physical_query", "physical_array", "metabolic_query", "metabolic_array",
+    "regulatory_query", "regulatory_array", "go_query", "go_array", "learned_similarity_query",
+    "learned_similarity_array", "smf_query", "smf_array", "smf_product",
+)
+NUM_PROFILE_FEATURES = len(FEATURES)
+#: The columns each input group of ``model.input_*`` feeds (a switched-off input reads zeros,
+#: the train mean). The learned similarity is a kernel over GO annotations.
+INPUT_COLUMNS: dict[str, tuple[int, ...]] = {
+    "physical": (6, 7), "metabolic": (8, 9), "regulatory": (10, 11), "go": (12, 13),
+    "learned_similarity": (14, 15), "smf": (16, 17, 18),
+}
+#: Columns read from a gene's own train profile (what profile dropout hides).
+OWN_PROFILE_COLUMNS: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 _FOLDS = 5
 _NEIGHBOURS = 30
 _SHRINK = 10.0
 _MF = BaselineConfig(rank=64)
+_GO_NEIGHBOURS = 10  # GO-similar genes that lend their profiles (tried 10, 30, 50 on the gene split: 10 best)
+_COREGULATED = 10
+_KERNEL_RIDGE = 10.0  # ridge of the learned similarity (tried 1 and 10 on the gene split)
 
 
 @dataclass
 class ProfileTables:
     """Features of every pair of genes with records, fitted on all train records.
 
+    The train records and the scaling travel with the tables, so :meth:`cover` can add
+    rows for genes in no record (a gene never screened) from their graph, GO and SMF
+    inputs, exactly as an unseen gene of the split gets them.
+
     Shapes:
         ``lookup``: ``(N_gene,)`` long, compact row of each gene with records (``G`` = none);
-        ``tables``: ``(F, G + 1, G + 1)`` standardised features, row/column ``G`` all zero.
+        ``tables``: ``(F, G + 1, G + 1)`` standardised features, row/column ``G`` all zero;
+        ``train_genes``: ``(R_train, 2)`` long; ``train_labels``: ``(R_train, 2)`` (fitness,
+        gene_interaction); ``scale``: ``(2, F)`` mean and standard deviation of the features;
+        ``meta``: ``(2,)`` long, the seed and the split kind's index in ``("random", "pair", "gene")``.
     """
 
     lookup: Tensor
     tables: Tensor
+    train_genes: Tensor | None = None
+    train_labels: Tensor | None = None
+    scale: Tensor | None = None
+    meta: Tensor | None = None
 
     def __call__(self, genes: Tensor) -> Tensor:
         """``(B, 2)`` gene indices (query, array) -> ``(B, F)`` features."""
         rows = self.lookup[genes.clamp_min(0)]  # (B, 2)
         return self.tables[:, rows[:, 0], rows[:, 1]].T
+
+    @classmethod
+    def from_model_state(cls, state: dict) -> "ProfileTables":
+        """The tables a model's (or checkpoint's) ``state_dict`` holds (``profile_*`` entries)."""
+        train = state.get("profile_train_genes")
+        stored = train is not None and len(train) > 0
+        return cls(state["profile_lookup"].cpu(), state["profile_tables"].cpu(),
+                   train.cpu() if stored else None, state["profile_train_labels"].cpu() if stored else None,
+                   state["profile_scale"].cpu() if stored else None, state["profile_meta"].cpu() if stored else None)
+
+    def missing(self, genes: Tensor) -> Tensor:
+        """The distinct genes of ``genes`` that have no row of their own."""
+        genes = genes[genes >= 0].unique()
+        return genes[self.lookup[genes] == self.tables.shape[1] - 1]
+
+    def cover(self, dataset: Dataset, genes: Tensor) -> "ProfileTables":
+        """Tables with rows for ``genes`` too, from the stored train records (same features elsewhere).
+
+        A gene without records lends nothing and borrows from its physical, regulatory,
+        metabolic and GO neighbours among the train genes and reads its own SMF, like a
+        held-out gene of the gene split. Refits the factorisation (about a minute on the mirror).
+
+        Raises:
+            DataError: the tables were saved without their train records.
+        """
+        from torchcell_search.data.types import PerturbationTable
+        from torchcell_search.errors import DataError
+
+        new = self.missing(genes)
+        if not len(new):
+            return self
+        if self.train_genes is None or self.train_labels is None or self.scale is None or self.meta is None:
+            raise DataError("profile tables: saved without their train records; retrain to predict genes without records")
+        G = self.tables.shape[1] - 1
+        order = torch.argsort(self.lookup)
+        old_ids = order[: G].numpy()  # graph index of rows 0..G-1
+        gene_ids = np.concatenate([old_ids, new.numpy()])
+        R = len(self.train_genes)
+        nan = torch.full((R,), float("nan"))
+        table = PerturbationTable(self.train_genes, self.train_labels[:, 0].float(), self.train_labels[:, 1].float(),
+                                  torch.zeros(R, dtype=torch.bool), nan, nan)
+        records = Dataset(dataset.name, dataset.graph, table, dataset.info)
+        lookup = np.full(dataset.graph.num_genes, len(gene_ids))
+        lookup[gene_ids] = np.arange(len(gene_ids))
+        rows = lookup[self.train_genes.numpy()]
+        seed, kind = int(self.meta[0]), ("random", "pair", "gene")[int(self.meta[1])]
+        split = Split(kind, seed, torch.arange(R), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        full = _fit_tables(records, split, np.arange(R), rows, gene_ids, _relations(records, gene_ids), seed)
+        mean, std = self.scale[0].numpy()[:, None, None], self.scale[1].numpy()[:, None, None]
+        tables = (full - mean) / std
+        tables[:, -1, :] = tables[:, :, -1] = 0.0
+        return ProfileTables(torch.as_tensor(lookup), torch.as_tensor(tables, dtype=torch.float32), self.train_genes,
+                             self.train_labels, self.scale, self.meta)
+
+
+def profile_input_mask(cfg: "ModelConfig") -> Tensor:
+    """``(F,)`` 1 for the feature columns whose input ``cfg`` switches on (``model.input_*``)."""
+    mask = torch.ones(NUM_PROFILE_FEATURES)
+    for name, columns in INPUT_COLUMNS.items():
+        if not getattr(cfg, f"input_{name}"):
+            mask[list(columns)] = 0.0
+    return mask
+
+
+def mask_profile(profile: Tensor, mask: Tensor, dropout: float) -> Tensor:
+    """Zero the switched-off inputs; in training, hide a record's own-profile columns with probability ``dropout``.
+
+    Shapes: ``profile`` ``(B, F)``, ``mask`` ``(F,)``. Zero is the train mean of every
+    (standardised) feature, what a gene without records reads.
+    """
+    profile = profile * mask.to(profile.dtype)
+    if dropout > 0:
+        hide = torch.rand(profile.shape[0], 1, device=profile.device) < dropout  # (B, 1)
+        own = torch.zeros(profile.shape[1], dtype=torch.bool, device=profile.device)
+        own[list(OWN_PROFILE_COLUMNS)] = True
+        profile = profile.masked_fill(hide & own, 0.0)
+    return profile
 
 
 def _neighbour_means(values: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -91,11 +201,11 @@ def _neighbour_means(values: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _fit_tables(dataset: Dataset, split: Split, fit: np.ndarray, rows: np.ndarray, gene_ids: np.ndarray,
-                adjacency: tuple[np.ndarray, ...], seed: int) -> np.ndarray:
+                relations: "_Relations", seed: int) -> np.ndarray:
     """``(F, G + 1, G + 1)`` raw features from the records ``fit``.
 
     ``rows``: ``(R, 2)`` compact rows of every record; ``gene_ids``: ``(G,)`` graph index of
-    each row; ``adjacency``: ``(G, G)`` 0/1 graph relations between the rows.
+    each row; ``relations``: what relates the rows' genes without any record.
     """
     G = len(gene_ids)
     mf = _train_only_mf(dataset, split.kind, fit, seed)
@@ -124,14 +234,99 @@ def _fit_tables(dataset: Dataset, split: Split, fit: np.ndarray, rows: np.ndarra
     for cells in (mean, residual):
         out += [_neighbour_means(cells, observed), _neighbour_means(cells.T, observed.T).T]
     out.append(mf_grid[..., 0])
-    for adj in adjacency:
-        # Only neighbours inside the fit lend their profiles.
+    def borrow(weights: np.ndarray) -> None:
+        # Only genes inside the fit lend their profiles.
         lend = np.zeros((G + 1, G + 1))
-        lend[:G, :G] = adj
+        lend[:G, :G] = weights
         lend *= seen[None, :]
         out.append((lend @ mean) / np.maximum(lend @ observed, 1e-9))  # q's neighbours with a
         out.append((mean @ lend.T) / np.maximum(observed @ lend.T, 1e-9))  # q with a's neighbours
+
+    for adj in (relations.physical, relations.metabolic):
+        borrow(adj)
+    borrow(_top_k(relations.coregulation, seen[:G], _COREGULATED) + relations.regulatory)
+    borrow(_top_k(relations.go, seen[:G], _GO_NEIGHBOURS))
+    # Learned similarity: kernel ridge regression of the fit genes' centred profiles on the
+    # GO kernel, so every gene gets a weighted sum of fit profiles with learned weights
+    # W = K[:, fit] (K[fit, fit] + lambda I)^-1 (a similarity fitted to the profiles).
+    fit_genes = np.flatnonzero(seen[:G])
+    centred = np.zeros((G + 1, G + 1))
+    centred[:G, :G] = (mean[:G, :G] - (mean * observed).sum() / max(observed.sum(), 1.0)) * observed[:G, :G]
+    kernel = relations.go + np.eye(G)
+    weights = np.zeros((G + 1, G + 1))
+    if len(fit_genes):
+        inner = kernel[np.ix_(fit_genes, fit_genes)] + _KERNEL_RIDGE * np.eye(len(fit_genes))
+        weights[:G, fit_genes] = np.linalg.solve(inner, kernel[fit_genes, :]).T  # (G, n_fit), K symmetric
+    out.append(weights @ centred)
+    out.append(centred @ weights.T)
+    smf = np.append(relations.smf, 0.0)
+    out += [np.repeat(smf[:, None], G + 1, 1), np.repeat(smf[None, :], G + 1, 0), smf[:, None] * smf[None, :]]
     return np.stack(out).astype(np.float32)
+
+
+def _top_k(similarity: np.ndarray, lenders: np.ndarray, k: int) -> np.ndarray:
+    """``(G, G)`` the ``k`` most similar lenders of each gene (positive similarities only)."""
+    sim = np.clip(similarity, 0.0, None) * lenders[None, :]
+    out = np.zeros_like(sim)
+    top = np.argsort(-sim, axis=1)[:, :k]
+    np.put_along_axis(out, top, np.take_along_axis(sim, top, 1), 1)
+    return out
+
+
+@dataclass
+class _Relations:
+    """What relates the record genes without any record: ``(G, G)`` weights, ``(G,)`` SMF."""
+
+    physical: np.ndarray  # 0/1 physical interaction
+    metabolic: np.ndarray  # 0/1 sharing a GPR reaction
+    regulatory: np.ndarray  # 0/1 TF -> target, either direction
+    coregulation: np.ndarray  # cosine of the genes' TF sets
+    go: np.ndarray  # cosine of the IC-weighted GO term vectors (ancestors included)
+    smf: np.ndarray  # single-mutant fitness, centred, unknown = 0
+
+
+def _relations(dataset: Dataset, gene_ids: np.ndarray) -> _Relations:
+    """Graph, GO and SMF relations between the genes ``gene_ids`` (graph indices)."""
+    from torchcell_search.data.annotations import read_gene_inputs
+
+    G, N = len(gene_ids), dataset.graph.num_genes
+    phys, shared = _adjacency(dataset, gene_ids)
+    row = np.full(N, -1)
+    row[gene_ids] = np.arange(G)
+    edges = dataset.graph.data[REGULATORY].edge_index.numpy()
+    direct = np.zeros((G, G))
+    e = row[edges]
+    e = e[:, (e >= 0).all(0)]
+    direct[e[0], e[1]] = direct[e[1], e[0]] = 1.0
+    np.fill_diagonal(direct, 0.0)
+    tfs, tf_col = np.unique(edges[0], return_inverse=True)
+    targets = np.zeros((G, len(tfs)))
+    keep = row[edges[1]] >= 0
+    targets[row[edges[1, keep]], tf_col[keep]] = 1.0
+    coreg = _cosine(targets)
+
+    inputs = read_gene_inputs(dataset.info.get("data_dir"), dataset.graph.gene_ids,
+                              demo_smf=_numpy(dataset.info.get("single_mutant_fitness")))
+    go = inputs.go.tocsc()
+    annotated = max(int((np.asarray(go.sum(1)).ravel() > 0).sum()), 1)
+    ic = -np.log(np.clip(np.asarray(go.sum(0)).ravel() / annotated, 1e-12, 1.0))  # rare terms weigh more
+    go_sim = _cosine(go[gene_ids].toarray() * ic[None, :]) if go.shape[1] else np.zeros((G, G))
+    known = np.isfinite(inputs.smf)
+    centre = inputs.smf[known].mean() if known.any() else 0.0  # over every gene, so any gene set agrees
+    smf = np.where(known, inputs.smf - centre, 0.0)[gene_ids]
+    return _Relations(phys, shared, direct, coreg, go_sim, smf)
+
+
+def _cosine(x: np.ndarray) -> np.ndarray:
+    """``(G, G)`` cosine similarity of the rows of ``x``, zero diagonal (zero rows: 0)."""
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, 0.0)
+    return sim
+
+
+def _numpy(x: object) -> np.ndarray | None:
+    return None if x is None else np.asarray(x, dtype=np.float64)
 
 
 def _train_only_mf(dataset: Dataset, kind: str, fit: np.ndarray, seed: int) -> Baseline:
@@ -201,16 +396,16 @@ def _raw_features(dataset: Dataset, split: Split, seed: int) -> tuple[np.ndarray
     lookup = np.full(dataset.graph.num_genes, G)
     lookup[gene_ids] = np.arange(G)
     rows = lookup[genes]  # (R, 2)
-    adjacency = _adjacency(dataset, gene_ids)
+    relations = _relations(dataset, gene_ids)
 
     oof = np.zeros((len(train), NUM_PROFILE_FEATURES), dtype=np.float32)
     done = np.zeros(len(train), dtype=bool)
     for held in _folds(genes, train, split.kind, seed):
-        tab = _fit_tables(dataset, split, train[~held], rows, gene_ids, adjacency, seed)
+        tab = _fit_tables(dataset, split, train[~held], rows, gene_ids, relations, seed)
         take = held & ~done
         oof[take] = tab[:, rows[train[take], 0], rows[train[take], 1]].T
         done |= take
-    full = _fit_tables(dataset, split, train, rows, gene_ids, adjacency, seed)
+    full = _fit_tables(dataset, split, train, rows, gene_ids, relations, seed)
     return oof, full, lookup
 
 
@@ -239,9 +434,13 @@ def profile_features(dataset: Dataset, split: Split, *, seed: int = 0) -> tuple[
     mean, std = oof.mean(0), oof.std(0) + 1e-6
     train_features = torch.as_tensor((oof - mean) / std)
     tables = (full - mean[:, None, None]) / std[:, None, None]
-    tables[:, G, :] = 0.0  # genes in no record: the train mean of every feature
+    tables[:, G, :] = 0.0  # genes in no record: the train mean of every feature (until ProfileTables.cover)
     tables[:, :, G] = 0.0
-    result = (train_features, ProfileTables(torch.as_tensor(lookup), torch.as_tensor(tables)))
+    train = split.train
+    labels = dataset.table.labels()[train]
+    meta = torch.tensor([seed, ("random", "pair", "gene").index(split.kind)])
+    result = (train_features, ProfileTables(torch.as_tensor(lookup), torch.as_tensor(tables), dataset.table.genes[train].long(),
+                                            labels.float(), torch.as_tensor(np.stack([mean, std])), meta))
     _CACHE.clear()  # one split per process at a time: tables are ~26 MB
     _CACHE[key] = result
     return result

@@ -44,9 +44,9 @@ import torch
 from torch import Tensor, nn
 
 from torchcell_search.config import ModelConfig
-from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY, CellGraph, PerturbationMasks
+from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY, CellGraph, Dataset, PerturbationMasks
 from torchcell_search.errors import ConfigError, DataError
-from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES, ProfileTables
+from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES, ProfileTables, mask_profile, profile_input_mask
 from torchcell_search.model.layers import (
     BatchedGATv2Conv,
     ConvBlock,
@@ -203,6 +203,12 @@ class HeteroCell(nn.Module):
         if cfg.profile_features:
             self.register_buffer("profile_lookup", torch.zeros(self.num_genes, dtype=torch.long))
             self.register_buffer("profile_tables", torch.zeros(F, 1, 1))
+            self.register_buffer("profile_mask", profile_input_mask(cfg), persistent=False)
+            # The train records and feature scaling, so predict can add genes in no record.
+            self.register_buffer("profile_train_genes", torch.zeros(0, 2, dtype=torch.long))
+            self.register_buffer("profile_train_labels", torch.zeros(0, 2))
+            self.register_buffer("profile_scale", torch.zeros(2, F))
+            self.register_buffer("profile_meta", torch.zeros(2, dtype=torch.long))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -231,6 +237,24 @@ class HeteroCell(nn.Module):
         device = self.profile_lookup.device
         self.profile_lookup = tables.lookup.to(device=device, dtype=torch.long)
         self.profile_tables = tables.tables.to(device=device, dtype=torch.float32)
+        if tables.train_genes is not None:
+            self.profile_train_genes = tables.train_genes.to(device=device, dtype=torch.long)
+            self.profile_train_labels = tables.train_labels.to(device=device, dtype=torch.float32)
+            self.profile_scale = tables.scale.to(device=device, dtype=torch.float32)
+            self.profile_meta = tables.meta.to(device=device, dtype=torch.long)
+
+    def cover_genes(self, dataset: Dataset, genes: Tensor) -> int:
+        """Add profile-table rows for the genes of ``genes`` that have none (genes in no record).
+
+        Returns the number of genes added (0: nothing to do, or no profile features).
+        """
+        if self.profile_proj is None:
+            return 0
+        tables = ProfileTables.from_model_state(self.state_dict())
+        added = len(tables.missing(genes.cpu()))
+        if added:
+            self.set_profile_tables(tables.cover(dataset, genes.cpu()))
+        return added
 
     def forward(self, genes: Tensor, masks: PerturbationMasks | None, profile: Tensor | None = None) -> ModelOutput:
         """Predict the standardised labels of ``B`` deletions.
@@ -245,6 +269,8 @@ class HeteroCell(nn.Module):
         """
         if self.profile_proj is not None and profile is None:
             profile = ProfileTables(self.profile_lookup, self.profile_tables)(genes[:, :2])
+        if self.profile_proj is not None:
+            profile = mask_profile(profile, self.profile_mask, self.cfg.profile_dropout if self.training else 0.0)
         if self.cfg.kind == "perturbation_set":
             # The wildtype is encoded once; the perturbed genes are read from it (no masks).
             return self._set_readout(self.gene_embeddings(), genes, profile)

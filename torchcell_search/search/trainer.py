@@ -420,7 +420,7 @@ def load_model(checkpoint: Mapping[str, Any], graph: CellGraph, *, device: str =
         from torchcell_search.model.collaborative import ProfileTables
 
         # The tables' size depends on the train split: install them before loading.
-        model.set_profile_tables(ProfileTables(checkpoint["model"]["profile_lookup"], checkpoint["model"]["profile_tables"]))
+        model.set_profile_tables(ProfileTables.from_model_state(checkpoint["model"]))
     model.load_state_dict(checkpoint["model"])
     model.to(device).eval()
     return model, Standardiser.from_state_dict(checkpoint["standardiser"])
@@ -433,6 +433,8 @@ def predict_genes(model: torch.nn.Module, standardiser: Any, dataset: Dataset, g
 
     device = next(model.parameters()).device
     builder = MaskBuilder(dataset.graph) if model.needs_masks else None
+    if getattr(model, "profile_proj", None) is not None:
+        model.cover_genes(dataset, genes)  # genes in no record get their borrowed profiles, GO and SMF
     model.eval()
     out = []
     for chunk in genes.split(batch_size):
