@@ -9,6 +9,7 @@ fitted on the same subset and split beside them.
     python benchmarks/ablations.py /work/shared/data --quick --rows base roles_off --splits pair
     python benchmarks/ablations.py /work/shared/data                      # everything (GPU-sized)
     python benchmarks/ablations.py /work/shared/data --table-only         # print the table from --results
+    python benchmarks/ablations.py /work/shared/data --splits gene --readout linear --rows base smf_off go_off
 
 Every finished run is appended to ``--results`` (JSON lines) at once, so an interrupted
 sweep resumes where it stopped (runs already there are skipped) and runs from several
@@ -154,6 +155,51 @@ def _run_one(data: str, row: str, split: str, seed: int, subset: Any, epochs: in
     }
 
 
+def _run_linear(data: str, row: str, split: str, seed: int, subset: Any, cache_dir: Path | None) -> dict[str, Any]:
+    """The row's profile features read out by least squares instead of the network (epochs = 0).
+
+    Fitted on the train records' out-of-fold features (profile dropout: every train record
+    once more with its own-profile columns hidden, at the row's rate), scored on val and
+    test; seconds instead of minutes per row, since the features are fitted once per split.
+    """
+    import numpy as np
+    import torch
+
+    from torchcell_search.config import RunConfig
+    from torchcell_search.model.collaborative import OWN_PROFILE_COLUMNS, profile_features, profile_input_mask
+    from torchcell_search.search.trainer import prepare_data
+
+    _, overrides, _ = ROWS[row]
+    cfg = RunConfig().with_overrides({**BASE, **overrides, "seed": seed})
+    dataset, data_split = prepare_data(data, subset=subset, split=split, seed=seed, cache_dir=cache_dir)
+    start = time.perf_counter()
+    train_x, tables = profile_features(dataset, data_split, seed=seed)
+    mask = profile_input_mask(cfg.model).numpy()
+    eps = dataset.table.gene_interaction.numpy()
+    x = train_x.numpy() * mask
+    y = eps[data_split.train.numpy()]
+    if cfg.model.profile_dropout > 0:
+        hidden = x.copy()
+        hidden[:, list(OWN_PROFILE_COLUMNS)] = 0.0
+        take = np.random.default_rng(seed).random(len(x)) < cfg.model.profile_dropout
+        x, y = np.concatenate([x, hidden[take]]), np.concatenate([y, y[take]])
+    ok = np.isfinite(y)
+    design = lambda f: np.column_stack([np.ones(len(f)), f])  # noqa: E731
+    w, *_ = np.linalg.lstsq(design(x[ok]), y[ok], rcond=None)
+    out: dict[str, float] = {}
+    for part in ("val", "test"):
+        index = getattr(data_split, part)
+        pred = design(tables(dataset.table.genes[index]).numpy() * mask) @ w
+        target = eps[index.numpy()]
+        good = np.isfinite(target)
+        out[f"{part}/gene_interaction/Pearson"] = float(np.corrcoef(pred[good], target[good])[0, 1])
+    return {
+        "kind": "model", "row": row, "split": split, "seed": seed, "subset": subset, "epochs": 0, "readout": "linear",
+        "config": cfg.flat(), "best_epoch": 0, "test": {METRIC: out[METRIC]},
+        "val_gi_pearson": out["val/gene_interaction/Pearson"], "seconds": time.perf_counter() - start,
+    }
+
+
 def _run_baselines(data: str, split: str, seed: int, subset: Any, cache_dir: Path | None) -> dict[str, Any]:
     from torchcell_search.model.baselines import evaluate_baselines
     from torchcell_search.search.trainer import prepare_data
@@ -244,9 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--table-only", action="store_true", help="print the table from --results, run nothing")
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--readout", default="network", choices=["network", "linear"],
+                   help="linear: read the row's profile features out by least squares (recorded as epochs 0)")
+    p.add_argument("--linear-rows", nargs="*", default=[], choices=list(ROWS),
+                   help="rows also read out linearly (epochs 0) in the same run, after the network rows of each "
+                        "seed, so they reuse its profile features")
     args = p.parse_args(argv)
 
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else 6)
+    if args.readout == "linear":
+        epochs = 0
     if args.subset is None:
         base_subset: Any = 25_000 if args.quick else None
     else:
@@ -271,24 +324,31 @@ def main(argv: list[str] | None = None) -> int:
                         done.add(key)
                         print(f"[baselines] {split} seed {seed} subset {subset}: "
                               + ", ".join(f"{k} {v:.3f}" for k, v in rec["test"].items()), flush=True)
-                for row in args.rows:
+                jobs = [(row, args.readout) for row in args.rows] + [(row, "linear") for row in args.linear_rows]
+                for row, readout in jobs:
                     subset = base_subset if ROWS[row][2] == "base" else ROWS[row][2]
                     row = _canonical(row, subset, base_subset)
-                    key = _key(row, split, seed, subset, epochs)
+                    key = _key(row, split, seed, subset, epochs if readout == "network" else 0)
                     if key in done:
                         continue
                     start = time.perf_counter()
-                    rec = _run_one(args.data, row, split, seed, subset, epochs, args.device, args.cache_dir)
+                    if readout == "linear":
+                        rec = _run_linear(args.data, row, split, seed, subset, args.cache_dir)
+                    else:
+                        rec = _run_one(args.data, row, split, seed, subset, epochs, args.device, args.cache_dir)
                     rec["key"] = key
                     _append(args.results, rec)
                     records.append(rec)
                     done.add(key)
-                    print(f"[{row}] {split} seed {seed} subset {subset} epochs {epochs}: test ε Pearson "
+                    print(f"[{row}] {split} seed {seed} subset {subset} epochs {rec['epochs']} ({readout}): test ε Pearson "
                           f"{rec['test'].get(METRIC, math.nan):.3f} (best epoch {rec['best_epoch']}, "
                           f"{time.perf_counter() - start:.0f} s)", flush=True)
-    print(table(records, args.splits, args.rows, base_subset, epochs))
-    print()
-    print(paired(records, args.splits, args.rows, base_subset, epochs))
+    for rows, readout_epochs in ((args.rows, epochs), (args.linear_rows, 0)):
+        if rows:
+            print(f"\n{'linear read-out of the profile features' if readout_epochs == 0 else f'network, {epochs} epochs'}:")
+            print(table(records, args.splits, rows, base_subset, readout_epochs))
+            print()
+            print(paired(records, args.splits, rows, base_subset, readout_epochs))
     return 0
 
 

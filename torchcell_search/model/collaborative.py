@@ -3,38 +3,56 @@
 On the Costanzo mirror 804 genes carry 350k records: the query x array matrix of
 epsilon is ~80% observed, so a pair's interaction is best predicted from how its two genes
 interact with everyone else (their *profiles*). The cell graph enters where a gene has no
-profile: an unseen gene borrows the profiles of its graph neighbours. This module turns the
-train records into ``F = 10`` features per (query, array) pair that a model
+profile: an unseen gene borrows the profiles of its graph neighbours and of genes with
+similar GO annotations, and reads its single-mutant fitness. This module turns the train
+records into ``F = 19`` features per (query, array) pair that a model
 (``model.profile_features=true``) reads beside its graph embeddings:
 
-====  ========================================================================================
- 0    role-aware matrix factorisation of epsilon (rank 64, :mod:`~.baselines`)
- 1    query-side neighbours: :math:`\\sum_{q'} s(q, q') \\tilde y_{q'a} / \\sum |s|` over the 30
-      queries whose epsilon profiles correlate most with ``q``'s (shrunk by overlap)
- 2    array-side neighbours: the same over arrays
- 3-4  1 and 2 on the residuals of the factorisation (local structure it misses)
- 5    role-aware matrix factorisation of fitness
- 6-7  graph-imputed profiles, physical edges: the mean train epsilon of ``(q', a)`` over
-      ``q``'s physical neighbours ``q'`` (6), and of ``(q, a')`` over ``a``'s (7)
- 8-9  the same over genes sharing a GPR reaction (isoenzymes, complex members)
-====  ========================================================================================
+=====  =======================================================================================
+ 0     role-aware matrix factorisation of epsilon (rank 64, :mod:`~.baselines`)
+ 1     query-side neighbours: :math:`\\sum_{q'} s(q, q') \\tilde y_{q'a} / \\sum |s|` over the 30
+       queries whose epsilon profiles correlate most with ``q``'s (shrunk by overlap)
+ 2     array-side neighbours: the same over arrays
+ 3-4   1 and 2 on the residuals of the factorisation (local structure it misses)
+ 5     role-aware matrix factorisation of fitness
+ 6-7   borrowed profiles, physical edges: the mean train epsilon of ``(q', a)`` over
+       ``q``'s physical neighbours ``q'`` (6), and of ``(q, a')`` over ``a``'s (7)
+ 8-9   the same over genes sharing a GPR reaction (isoenzymes, complex members)
+ 10-11 the same over regulatory relations: TF -> target edges either way, plus the 10
+       genes whose TF sets are most similar (cosine), weighted by that similarity
+ 12-13 the same over the 10 genes with the most similar GO annotations (cosine of
+       information-content-weighted term vectors, ancestors included;
+       :mod:`~torchcell_search.data.annotations`), weighted by the similarity
+ 14-15 learned similarity: kernel ridge regression of the fit genes' centred profiles on
+       the GO kernel, :math:`W = K_{\\cdot,fit} (K_{fit,fit} + \\lambda I)^{-1}` with
+       :math:`\\lambda = 10`; row ``q`` of :math:`W \\tilde Y` (14), column ``a`` of
+       :math:`\\tilde Y W^\\top` (15)
+ 16-18 single-mutant fitness of the query, of the array, and their product (centred; an
+       input measured without any pair, never a label)
+=====  =======================================================================================
 
 with :math:`\\tilde y` the row-centred profile and :math:`s` the Pearson correlation of two
-profiles over their common partners times ``n / (n + 10)``.
+profiles over their common partners times ``n / (n + 10)``. ``model.input_*`` switch the
+groups 6-7 (physical), 8-9 (metabolic), 10-11 (regulatory), 12-13 (go), 14-15
+(learned_similarity) and 16-18 (smf) off (:data:`INPUT_COLUMNS`); ``model.profile_dropout``
+hides a train record's own-profile columns 0-5 with that probability.
 
-**No label of a record reaches its own features.** The features of a *train* record come
-from a fit on the other train records, out of fold, with 5 folds shaped like the split:
-folds of records for the random split, of unordered gene pairs (both orientations leave
-together) for the pair split, of genes for the gene split (every record of a held-out gene leaves, so its
-features look like those of a test gene). Every other pair (val, test, ``predict``) reads
-the :class:`ProfileTables` fitted on all train records. A model thus learns how far to
-trust each feature from features as noisy as those it will see. Genes without train records
-get zeros (the features' train mean) except for the graph-imputed ones; genes in no record
-at all (only in the graph) get zeros everywhere.
+**No label of a record reaches its own features, and no val or test label reaches any.**
+The features of a *train* record come from a fit on the other train records, out of fold,
+with 5 folds shaped like the split: folds of records for the random split, of unordered
+gene pairs (both orientations leave together) for the pair split, of genes for the gene
+split (every record of a held-out gene leaves, so its features look like those of a test
+gene). Every other pair (val, test, ``predict``) reads the :class:`ProfileTables` fitted on
+all train records. The factorisation inside each fit chooses its iteration count on an
+inner split of that fit's own records and is then refitted on all of them. A model thus
+learns how far to trust each feature from features as noisy as those it will see. Genes
+without train records get zeros (the features' train mean) except for the borrowed ones
+and SMF; genes in no record at all (only in the graph) get zeros until
+:meth:`ProfileTables.cover` builds their rows (``predict`` does it).
 
-Measured on the mirror (seed 0, docs/results.md): a linear blend of features 0-4 gives test
-epsilon Pearson 0.295 on the pair split (role-aware factorisation 0.258); on the gene split
-features 6-9 lift a blend with the additive baseline from 0.079 to ~0.10.
+Measured on the mirror (docs/results.md): on the pair split a linear blend of features
+0-4 carries most of the signal; on the gene split the GO-based features (12-15) and SMF
+carry most of what an unseen gene has.
 """
 
 from __future__ import annotations
