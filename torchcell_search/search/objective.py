@@ -28,7 +28,7 @@ import math
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
@@ -36,6 +36,7 @@ import optuna
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import Dataset, Split
 from torchcell_search.search.spaces import SearchSpace
+from torchcell_search.search.study_config import StudyConfig
 from torchcell_search.storage.artifacts import (
     CHECKPOINT_FILE,
     PREDICTIONS_FILE,
@@ -46,9 +47,6 @@ from torchcell_search.storage.artifacts import (
     upload_trial_artifact,
 )
 
-if TYPE_CHECKING:
-    from torchcell_search.search.study import StudyConfig
-
 __all__ = ["Objective", "TrialPreempted", "load_study_data"]
 
 
@@ -58,7 +56,7 @@ class TrialPreempted(Exception):
 _DATA_CACHE: dict[tuple[Any, ...], tuple[Dataset, Split]] = {}
 
 
-def load_study_data(cfg: "StudyConfig", *, cache_dir: Path | None = None) -> tuple[Dataset, Split]:
+def load_study_data(cfg: StudyConfig, *, cache_dir: Path | None = None) -> tuple[Dataset, Split]:
     """The study's data set (subset applied) and seeded split, loaded once per process."""
     from torchcell_search.search.trainer import prepare_data
 
@@ -88,14 +86,14 @@ class Objective:
 
     Args:
         study_name: the study's name (names the resume-checkpoint directory).
-        cfg: the stored :class:`~torchcell_search.search.study.StudyConfig`.
+        cfg: the stored :class:`~torchcell_search.search.study_config.StudyConfig`.
         storage_url: the storage URL (locates the default artifact directory).
         cache_dir: data cache directory.
         stop: when set, the running trial stops after its next epoch checkpoint
             (:class:`TrialPreempted`).
     """
 
-    def __init__(self, study_name: str, cfg: "StudyConfig", storage_url: str, *, cache_dir: Path | None = None,
+    def __init__(self, study_name: str, cfg: StudyConfig, storage_url: str, *, cache_dir: Path | None = None,
                  stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
         self.study_name = study_name

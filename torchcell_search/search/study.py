@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,7 +40,8 @@ from optuna.trial import TrialState
 
 from torchcell_search.config import RunConfig
 from torchcell_search.errors import ConfigError, DataError, StudyError, TorchcellSearchError
-from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, load_space, parse_space
+from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, parse_space
+from torchcell_search.search.study_config import CONFIG_ATTR, DEFAULT_OBJECTIVE, StudyConfig
 from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
 
 __all__ = [
@@ -56,10 +56,7 @@ __all__ = [
     "worker_command",
 ]
 
-#: Study user attribute holding the :class:`StudyConfig`.
-CONFIG_ATTR = "torchcell_search"
 BASELINES_ATTR = "baselines"
-DEFAULT_OBJECTIVE = "val/gene_interaction/Pearson"
 _logger = logging.getLogger(__name__)
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _DEFAULT_SPACE = "configs/report.yaml"
@@ -76,44 +73,6 @@ _RUNTIME_FIELDS = ("n_trials", "timeout")
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 _TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """Everything a worker needs to run a study's trials (stored with the study)."""
-
-    data: str = "demo"  # "demo" or an absolute data directory
-    subset: int | None = None  # records drawn reproducibly, None = all
-    split: str = "random"
-    space: dict[str, Any] = field(default_factory=dict)  # SearchSpace.to_dict()
-    space_source: str = ""  # the file the space came from (informational, never compared)
-    objective: str = DEFAULT_OBJECTIVE
-    direction: str = "maximize"
-    epochs: int = 8
-    sampler: str = "tpe"
-    pruner: str = "median"
-    # The median pruner compares a trial with the others once this many have finished ...
-    pruner_startup_trials: int = 2
-    # ... and never before this epoch (None: a quarter of the epochs).
-    pruner_warmup_epochs: int | None = None
-    n_trials: int = 20  # total across all workers
-    timeout: float | None = None  # seconds per worker
-    seed: int = 0
-    device: str = "auto"
-    artifacts: str | None = None  # None: next to a SQLite file, else ./torchcell-search-artifacts
-    overrides: dict[str, Any] = field(default_factory=dict)  # fixed dotted-key values for every trial
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StudyConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise StudyError(f"stored study configuration has unknown fields {unknown}; "
-                             f"it was written by another torchcell-search version")
-        return cls(**dict(data))
 
 
 # --- building and validating a configuration ------------------------------------------
