@@ -38,7 +38,7 @@ from pathlib import Path
 from torchcell_search._atomic import write_atomic
 from torchcell_search.errors import ConfigError, StorageError, StudyError
 
-__all__ = ["slurm_command", "slurm_script"]
+__all__ = ["launcher_defaults", "slurm_command", "slurm_script"]
 
 _STORAGE_ENV = "TORCHCELL_SEARCH_STORAGE"
 _SIGNAL_LEAD_S = 120
@@ -55,13 +55,14 @@ def slurm_command(
     study: str,
     storage: str | None,
     *,
-    array: str,
+    array: str | None,
     partition: str | None,
     gpus_per_task: int | None,
     cpus_per_task: int | None,
     time: str | None,
     out: Path | None,
     submit: bool,
+    mem_gb: int | None = None,
 ) -> Path:
     """Write an sbatch array script for ``study`` and optionally submit it.
 
@@ -72,17 +73,23 @@ def slurm_command(
     ``TORCHCELL_SEARCH_STORAGE`` set to ``storage`` and the job id is printed as
     ``Submitted batch job <id>``.
 
+    A study created from a Hydra file with a submitit Slurm launcher stores its settings
+    (partition, cpus_per_task, mem_gb, timeout_min, gres, and the sweeper's n_jobs as the
+    array size); they are the defaults here, and every option given wins over them.
+
     Args:
         study: Name of an existing study.
         storage: Storage URL of the study, or ``None`` (then the study is not checked and
             ``submit`` is refused, since the tasks would have no storage).
-        array: Slurm ``--array`` spec: ``0-7``, ``1,3,5``, ``0-31%4``, ``0-15:2``.
+        array: Slurm ``--array`` spec: ``0-7``, ``1,3,5``, ``0-31%4``, ``0-15:2`` (``None``: the
+            study's ``0-<n_jobs - 1>``).
         partition: ``--partition``, or ``None`` for the cluster's default.
         gpus_per_task: ``--gpus-per-task`` (``None`` or 0: no GPU requested).
         cpus_per_task: ``--cpus-per-task``; also sets ``OMP_NUM_THREADS`` in the task.
         time: Wall time per task in a Slurm form (``MM``, ``HH:MM:SS``, ``D-HH:MM:SS``, ...).
         out: Script path (default: ``<study>.sbatch`` in the current directory).
         submit: Submit the script with ``sbatch`` after writing it.
+        mem_gb: ``--mem`` in GB per task (``None``: the study's, else the cluster's default).
 
     Returns:
         The path of the script written.
@@ -92,13 +99,21 @@ def slurm_command(
             missing or rejects the job.
         StudyError: The storage is reachable and holds no study named ``study``.
     """
-    script = slurm_script(study, array=array, partition=partition, gpus_per_task=gpus_per_task,
-                          cpus_per_task=cpus_per_task, time=time)
     if submit and not storage:
         raise ConfigError(f"--submit: no storage URL; export {_STORAGE_ENV}=postgresql://... (or pass --storage) "
                           "so the array tasks can reach the study")
-    if storage:
-        _check_study(study, storage)
+    launcher = _check_study(study, storage) if storage else {}
+    given = {"array": array, "partition": partition, "gpus_per_task": gpus_per_task,
+             "cpus_per_task": cpus_per_task, "time": time, "mem_gb": mem_gb}
+    defaults = {k: v for k, v in launcher_defaults(launcher).items() if given[k] is None}
+    if defaults:
+        shown = ", ".join(f"{k.replace('_', '-')}={v}" for k, v in sorted(defaults.items()))
+        print(f"torchcell-search: note: study {study!r}: Slurm settings from its sweep file: {shown} "
+              f"(options given win)", file=sys.stderr)
+    settings = {**given, **defaults}
+    if settings["array"] is None:
+        raise ConfigError("--array: required (e.g. 0-7): the study stores no n_jobs from a Hydra sweeper")
+    script = slurm_script(study, **settings)
     path = out if out is not None else Path(f"{_safe_name(study)}.sbatch")
     _write_atomic(path, script)
     if not submit:
@@ -109,6 +124,36 @@ def slurm_command(
     return path
 
 
+def launcher_defaults(launcher: dict) -> dict:
+    """A stored submitit launcher (``StudyConfig.launcher``) as :func:`slurm_script` options.
+
+    ``timeout_min`` becomes ``time`` (D-HH:MM:SS), ``gres: gpu:N`` (or ``gpu:type:N``)
+    ``gpus_per_task`` (per node, divided among ``tasks_per_node``), ``n_jobs`` the array
+    ``0-<n_jobs - 1>``.
+
+    Example:
+        >>> launcher_defaults({"partition": "mmli", "timeout_min": 10080, "gres": "gpu:1", "n_jobs": 4})
+        {'array': '0-3', 'partition': 'mmli', 'time': '7-00:00:00', 'gpus_per_task': 1}
+    """
+    out: dict = {}
+    if launcher.get("n_jobs"):
+        out["array"] = f"0-{int(launcher['n_jobs']) - 1}"
+    for key in ("partition", "cpus_per_task", "mem_gb"):
+        if launcher.get(key) is not None:
+            out[key] = launcher[key]
+    if launcher.get("timeout_min"):
+        days, minutes = divmod(int(launcher["timeout_min"]), 24 * 60)
+        out["time"] = f"{days}-{minutes // 60:02d}:{minutes % 60:02d}:00"
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    gres = re.fullmatch(r"gpu(?::[\w.-]+)?:(\d+)", str(launcher.get("gres") or ""))
+    if launcher.get("gpus_per_task") is not None:
+        out["gpus_per_task"] = int(launcher["gpus_per_task"])
+    elif gres or launcher.get("gpus_per_node") is not None:
+        per_node = int(gres.group(1)) if gres else int(launcher["gpus_per_node"])
+        out["gpus_per_task"] = max(per_node // tasks, 1 if per_node else 0)
+    return out
+
+
 def slurm_script(
     study: str,
     *,
@@ -117,6 +162,7 @@ def slurm_script(
     gpus_per_task: int | None = None,
     cpus_per_task: int | None = None,
     time: str | None = None,
+    mem_gb: int | None = None,
 ) -> str:
     """The text of the sbatch array script (see :func:`slurm_command`); validates every option.
 
@@ -131,6 +177,8 @@ def slurm_script(
         raise ConfigError(f"--cpus-per-task {cpus_per_task}: must be at least 1")
     if gpus_per_task is not None and gpus_per_task < 0:
         raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be 0 or more")
+    if mem_gb is not None and mem_gb < 1:
+        raise ConfigError(f"--mem-gb {mem_gb}: must be at least 1")
     if partition is not None and not re.fullmatch(r"[A-Za-z0-9._,-]+", partition):
         raise ConfigError(f"--partition {partition!r}: expected a partition name (letters, digits, '.', '_', '-', ',')")
 
@@ -150,6 +198,8 @@ def slurm_script(
         directives.append(f"--gpus-per-task={gpus_per_task}")
     if cpus_per_task:
         directives.append(f"--cpus-per-task={cpus_per_task}")
+    if mem_gb:
+        directives.append(f"--mem={mem_gb}G")
     if time is not None:
         directives.append(f"--time={time}")
 
@@ -224,8 +274,12 @@ def _check_time(value: str) -> int:
     return ((int(days_text or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-def _check_study(study: str, storage: str) -> None:
-    """Raise StudyError if ``storage`` is reachable and has no ``study``; skip the check otherwise."""
+def _check_study(study: str, storage: str) -> dict:
+    """Raise StudyError if ``storage`` is reachable and has no ``study``; skip the check otherwise.
+
+    Returns:
+        The study's stored launcher settings (``{}`` when unreachable or none).
+    """
     import optuna
 
     from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
@@ -240,10 +294,15 @@ def _check_study(study: str, storage: str) -> None:
         names = optuna.get_all_study_names(storage=open_storage(storage))
     except StorageError as e:
         print(f"torchcell-search: note: study {study!r} not checked ({e})", file=sys.stderr)
-        return
+        return {}
     if study not in names:
         raise StudyError(f"study {study!r} not found in {redact(storage)}; "
                          f"run torchcell-search create --study {study} first")
+    from torchcell_search.search.study_config import CONFIG_ATTR
+
+    rdb = open_storage(storage)
+    stored = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study)).get(CONFIG_ATTR) or {}
+    return dict(stored.get("launcher") or {})
 
 
 def _write_atomic(path: Path, text: str) -> None:

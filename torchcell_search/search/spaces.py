@@ -327,8 +327,8 @@ def _check_linked(key: str, other: str, param: Param, source: str) -> None:
         values = list(param.choices)
     else:
         values = [param.low, param.high] if isinstance(param, Range) else []
-        kind = type(RunConfig().flat()[other])
-        if kind is not (int if param.integer else float) and not (kind is float and param.integer):
+        kind = _numeric_kind(other)
+        if kind is None or kind is not (int if param.integer else float) and not (kind is float and param.integer):
             raise ConfigError(f"{source}: {key}: also {other}: a {'integer' if param.integer else 'float'} "
                               f"range cannot set a {kind.__name__} parameter")
     for value in values:
@@ -357,7 +357,7 @@ def _parse_method(method: Any, source: str) -> str | None:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """``value`` checked by :class:`RunConfig` and returned in the parameter's type."""
-    if isinstance(value, (Mapping, list, tuple, set)) or value is None:
+    if isinstance(value, (Mapping, list, tuple, set)):
         raise ConfigError(f"{source}: {key}: {_show(value)} is not a single value")
     try:
         return RunConfig().with_overrides({key: value}).flat()[key]
@@ -454,8 +454,8 @@ def _range(key: str, low: Any, high: Any, step: Any, log: Any, source: str) -> R
     lo, hi = _number(key, "low", low, source), _number(key, "high", high, source)
     if not isinstance(log, bool):
         raise ConfigError(f"{source}: {key}: log must be true or false, got {_show(log)}")
-    kind = type(_coerce(key, lo, source)) if not isinstance(RunConfig().flat()[key], (bool, str)) else None
-    if kind not in (int, float):
+    kind = _numeric_kind(key)
+    if kind is None:
         raise ConfigError(f"{source}: {key}: a range needs a numeric parameter; give choices instead")
     integer = kind is int
     lo, hi = _coerce(key, lo, source), _coerce(key, hi, source)
@@ -486,9 +486,18 @@ def _check_probabilities(key: str, probabilities: Any, n: int, source: str) -> N
         raise ConfigError(f"{source}: {key}: probabilities must sum to 1, got {total:g}")
 
 
+def _numeric_kind(key: str) -> type | None:
+    """``int`` or ``float`` for a numeric parameter (``X | None`` fields included), else None."""
+    try:
+        value = RunConfig().with_overrides({key: 1}).flat()[key]
+    except ConfigError:
+        return None
+    return type(value) if type(value) in (int, float) else None
+
+
 def _kind(key: str, source: str) -> type:
-    kind = type(RunConfig().flat()[key])
-    if kind not in (int, float):
+    kind = _numeric_kind(key)
+    if kind is None:
         raise ConfigError(f"{source}: {key}: a W&B distribution needs a numeric parameter; give values instead")
     return kind
 

@@ -763,7 +763,7 @@ def _resolve(cfg: Any, source: str) -> dict[str, Any]:
 
 
 def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(data, Mapping) and data:
+    if isinstance(data, Mapping) and (data or not prefix):
         return [leaf for k, v in data.items() for leaf in _leaves(v, f"{prefix}{k}.")]
     return [(prefix[:-1], data)]
 
