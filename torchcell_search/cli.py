@@ -136,8 +136,7 @@ def _cmd_start(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import format_status, start_command
 
     status = start_command(args.study, _storage(args), _search_options(args), jobs=args.jobs,
-                           cache_dir=_cache_dir(args))
-    _print_notices(status.get("notices"))
+                           cache_dir=_cache_dir(args), notify=lambda line: _print_notices([line]))
     print(format_status(status))
 
 

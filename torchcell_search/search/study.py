@@ -32,7 +32,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import optuna
 import yaml
@@ -467,12 +467,14 @@ def create_study_command(name: str, storage: str | None, options: Mapping[str, A
 
 
 def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int = 1,
-                  cache_dir: Path | None = None) -> dict[str, Any]:
+                  cache_dir: Path | None = None, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Create or resume a study, then run trials until its budget is reached.
 
     Args:
         jobs: worker processes; 1 runs the trials in this process, more start that many
             ``torchcell-search worker`` processes and wait for them.
+        notify: called with each notice (unused keys of a sweep file, pruning off for
+            several objectives) before any trial runs.
 
     Returns:
         The study's status (see :func:`status_command`).
@@ -480,12 +482,14 @@ def start_command(name: str, storage: str | None, options: Mapping[str, Any] | N
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
     created = _create_or_check(name, storage, options, cache_dir=cache_dir)
+    for line in created["notices"] if notify else ():
+        notify(line)
     if jobs == 1:
         _, cfg = _load(name, storage)
         worker_command(name, storage, cache_dir=cache_dir, sampler_seed=cfg.seed)
     else:
         _spawn_workers(name, resolve_storage(storage), jobs, cache_dir)
-    return {**status_command(name, storage), "notices": created["notices"]}
+    return status_command(name, storage)
 
 
 def _spawn_workers(name: str, url: str, jobs: int, cache_dir: Path | None) -> None:

@@ -118,8 +118,8 @@ def _is(*values: Any) -> Callable[[Any], bool]:
 
 
 _LR_SCHEDULERS = {"ReduceLROnPlateau": "plateau", None: "constant"}
-_DATA_LOADING = "data loading of TorchCell's script (ours batches record indices in memory)"
-_HARDWARE = "hardware placement (use --device and the slurm options)"
+_DATA_LOADING = "data loading of TorchCell's script; ours batches record indices in memory"
+_HARDWARE = "hardware placement: use --device and the slurm options"
 _IGNORED_BY_TORCHCELL = "TorchCell reads it but its model ignores it"
 
 # Ordered: the first pattern that matches a dotted key decides (fnmatch, '*' spans dots).
@@ -146,10 +146,10 @@ _RULES: list[tuple[str, _Rule]] = [
     ("trainer.accelerator", _notice(_HARDWARE)),
     ("trainer.devices", _notice(_HARDWARE)),
     ("trainer.num_nodes", _notice(_HARDWARE)),
-    ("trainer.precision", _notice("mixed precision follows --device (CUDA uses it)")),
+    ("trainer.precision", _notice("mixed precision follows --device: CUDA uses it")),
     ("trainer.overfit_batches", _accept(_is(0, 0.0), "overfit_batches is a debugging mode torchcell-search "
                                                      "does not run")),
-    ("trainer.log_every_n_steps", _notice("logging cadence (we record every epoch)")),
+    ("trainer.log_every_n_steps", _notice("logging cadence: we record every epoch")),
     # --- model
     ("heads", _same("heads")),
     ("norms", _Rule("placeholder")),
@@ -206,10 +206,10 @@ _RULES: list[tuple[str, _Rule]] = [
     ("regression_task.clip_grad_norm_max_norm", _Rule("pair")),
     ("regression_task.grad_accumulation_schedule", _notice("TorchCell never applies it")),
     # --- machinery
-    ("*.plot_*", _notice("TorchCell's plots (ours: report and dashboard)")),
-    ("plot_*", _notice("TorchCell's plots (ours: report and dashboard)")),
-    ("wandb.*", _notice("W&B logging (trials record their metrics in the study)")),
-    ("wandb", _notice("W&B logging (trials record their metrics in the study)")),
+    ("*.plot_*", _notice("TorchCell's plots: ours are the report and dashboard")),
+    ("plot_*", _notice("TorchCell's plots: ours are the report and dashboard")),
+    ("wandb.*", _notice("W&B logging: trials record their metrics in the study")),
+    ("wandb", _notice("W&B logging: trials record their metrics in the study")),
     ("profiler.*", _notice("TorchCell never reads it")),
 ]
 
@@ -366,7 +366,7 @@ def _read_wandb(data: Mapping[str, Any], source: str) -> SweepFile:
 
 
 def _wandb_unused(data: Mapping[str, Any]) -> dict[str, str]:
-    unused = {k: "W&B's launcher (torchcell-search runs the trials itself)" for k in ("program", "command")
+    unused = {k: "W&B's launcher: torchcell-search runs the trials itself" for k in ("program", "command")
               if k in data}
     unused.update({k: "W&B bookkeeping" for k in ("project", "entity", "name", "description") if k in data})
     return unused
@@ -574,6 +574,7 @@ def _unused_line(source: str, unused: Mapping[str, str]) -> str:
     return f"{source}: not used here: {'; '.join(parts)}"
 
 
+
 def _compact(keys: list[str]) -> list[str]:
     """``wandb.project, wandb.tags`` -> ``wandb.*`` where every key of a section shares a reason."""
     sections: dict[str, list[str]] = {}
@@ -581,7 +582,7 @@ def _compact(keys: list[str]) -> list[str]:
         sections.setdefault(key.split(".", 1)[0], []).append(key)
     out = []
     for section, members in sections.items():
-        if section in ("wandb", "profiler", "hydra") and len(members) > 1:
+        if section in ("wandb", "profiler") and len(members) > 1:
             out.append(f"{section}.*")
         else:
             out.extend(members)
@@ -796,6 +797,9 @@ def _parse_sweep(key: str, value: Any, source: str) -> dict[str, Any] | None:
                 sweep, RangeSweep) else list(override.sweep_iterator())
             if any(isinstance(c, (list, dict)) for c in choices):
                 raise ConfigError(f"{where}: a choice of lists or mappings cannot be searched")
+            if isinstance(sweep, RangeSweep):
+                # shuffle() only orders the grid; a stored space must not change from one read to the next.
+                choices = sorted(choices, key=lambda c: (type(c).__name__, c))
             return {"choices": choices}
         if isinstance(sweep, RangeSweep):
             if any(isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
@@ -876,7 +880,7 @@ def _sweeper_options(sweeper: Mapping[str, Any], plugins: Mapping[str, str], sou
             raise ConfigError(f"{source}: hydra.sweeper.sampler.seed: expected an integer >= 0, got {seed!r}")
         out["seed"] = seed
     for extra in sorted(set(map(str, sampler)) - {"_target_", "seed"}):
-        unused[f"hydra.sweeper.sampler.{extra}"] = "sampler settings of our own (TPE with constant liar)"
+        unused[f"hydra.sweeper.sampler.{extra}"] = "our sampler has its own settings: TPE with constant liar"
     if sweeper.get("direction") is not None:
         direction = sweeper["direction"]
         directions = [direction] if isinstance(direction, str) else direction
