@@ -287,3 +287,30 @@ def test_bad_sweep_files_are_refused_naming_file_and_key(tmp_path: Path, files: 
         read_sweep_file(tmp_path / "run.yaml")
     message = str(info.value)
     assert str(tmp_path / "run.yaml") in message and words in message and "\n" not in message
+
+
+def _file_keys(data: object, prefix: str = "") -> list[str]:
+    """Dotted leaf keys of a YAML file, W&B ``parameters:`` blocks unwrapped."""
+    if isinstance(data, dict):
+        if "parameters" in data and isinstance(data["parameters"], dict) and not prefix:
+            return _file_keys(data["parameters"]) + [k for k in data if k != "parameters"]
+        if set(data) == {"parameters"} or set(data) & {"value", "values", "min", "max"}:
+            return _file_keys(data.get("parameters"), prefix) if "parameters" in data else [prefix[:-1]]
+        return [k for key, value in data.items() for k in _file_keys(value, f"{prefix}{key}.")]
+    return [prefix[:-1]] if prefix else []
+
+
+def test_every_key_of_torchcell_files_is_in_the_docs_and_the_table(conf: Path) -> None:
+    from torchcell_search.config import parameter_keys
+    from torchcell_search.search.sweep_files import _rule
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "torchcell-keys.md").read_text()
+    for path in sorted(conf.glob("*.yaml")):
+        for key in _file_keys(yaml.safe_load(path.read_text())):
+            key = key.removeprefix("hydra.sweeper.params.")  # a searched run key
+            last = key.rsplit(".", 1)[-1]
+            # every key is documented, and the run keys are in the mapping table
+            section = key.split(".", 1)[0]
+            assert f"`{key}`" in doc or f"`{last}`" in doc or f"`{section}.*`" in doc, (path.name, key)
+            if not key.startswith(("hydra.", "defaults")) and key not in ("program", "project", "method", "command"):
+                assert _rule(key) is not None or key in parameter_keys(), (path.name, key)
