@@ -146,6 +146,18 @@ def test_defaults_config_groups_and_plugin_selections(tmp_path: Path) -> None:
     assert p["model.hidden_channels"] == Fixed(8) and p["model.num_layers"] == Fixed(1)
 
 
+def test_override_replaces_a_group_choice_in_the_defaults_tree(tmp_path: Path) -> None:
+    _write(tmp_path, "model/small.yaml", {"hidden_channels": 8})
+    _write(tmp_path, "model/large.yaml", {"hidden_channels": 128})
+    _write(tmp_path, "base.yaml", {"defaults": [{"model": "small"}, "_self_"], "model": {"num_layers": 2}})
+    path = _write(tmp_path, "run.yaml", {"defaults": ["base", {"override model": "large"}, "_self_"]})
+    assert read_sweep_file(path).space.params["model.hidden_channels"] == Fixed(128)
+    # an override of a group nobody lists is refused, as Hydra refuses it
+    path = _write(tmp_path, "bad.yaml", {"defaults": ["base", {"override optimizer": "adam"}, "_self_"]})
+    with pytest.raises(ConfigError, match="override optimizer"):
+        read_sweep_file(path)
+
+
 def test_one_searched_placeholder_fans_out_through_interpolations(tmp_path: Path) -> None:
     _write(tmp_path, "base.yaml", {"heads": 2, "model": {
         "num_layers": 2, "gene_encoder_config": {"heads": "${heads}"}, "gpr_conv_config": {"heads": "${heads}"},

@@ -649,8 +649,16 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
     return SweepFile(space, options, tuple(([line] if line else []) + notices), "hydra")
 
 
-def _compose(path: Path, chain: tuple[Path, ...], source: str) -> tuple[Any, dict[str, str]]:
-    """The config at ``path`` with its defaults list merged in Hydra's order, and the plugin selections."""
+def _compose(path: Path, chain: tuple[Path, ...], source: str,
+             overrides: dict[str, list[Any]] | None = None) -> tuple[Any, dict[str, str]]:
+    """The config at ``path`` with its defaults list merged in Hydra's order, and the plugin selections.
+
+    ``override group: option`` entries replace that group's choice anywhere below in the
+    defaults tree (the outermost override wins); one that matches no group is refused, as
+    Hydra refuses it. ``overrides`` maps a group to ``[choice, used]``.
+    """
+    top = overrides is None
+    overrides = {} if overrides is None else overrides
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -675,12 +683,18 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str) -> tuple[Any, dic
     here = (*chain, resolved)
     self_seen = False
     for entry in defaults:
+        if isinstance(entry, Mapping) and len(entry) == 1:
+            (group, choice), = entry.items()
+            name = str(group).split(" ", 1)[1].strip().lstrip("/") if str(group).startswith("override ") else ""
+            if name and not name.startswith("hydra/"):
+                overrides.setdefault(name, [choice, False])  # an outer override wins over an inner one
+    for entry in defaults:
         if entry == "_self_":
             if self_seen:
                 raise ConfigError(f"{source}: {path.name}: defaults: _self_ listed twice")
             merged, self_seen = OmegaConf.merge(merged, cfg), True
         elif isinstance(entry, str):
-            child, child_plugins = _compose(_default_file(path, entry.lstrip("/"), source), here, source)
+            child, child_plugins = _compose(_default_file(path, entry.lstrip("/"), source), here, source, overrides)
             merged = OmegaConf.merge(merged, child)
             plugins.update(child_plugins)
         elif isinstance(entry, Mapping) and len(entry) == 1:
@@ -693,16 +707,18 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str) -> tuple[Any, dic
                 plugins[group.lstrip("/")] = str(choice)
                 continue
             if override:
-                raise ConfigError(f"{source}: {path.name}: defaults: override {group}: overriding a config "
-                                  f"group's choice is not supported; list the group with its choice instead")
+                continue  # applied where the group is listed
+            group_path, _, package = group.lstrip("/").partition("@")
+            if group_path in overrides:
+                choice = overrides[group_path][0]
+                overrides[group_path][1] = True
             if choice is None:
                 continue
-            group_path, _, package = group.lstrip("/").partition("@")
             for option in choice if isinstance(choice, list) else [choice]:
                 file = _default_file(path, f"{group_path}/{option}", source, optional=optional)
                 if file is None:
                     continue
-                child, child_plugins = _compose(file, here, source)
+                child, child_plugins = _compose(file, here, source, overrides)
                 node = _package(file, package or group_path.replace("/", "."))
                 merged = OmegaConf.merge(merged, child if node == "" else OmegaConf.create(_nest(node, child)))
                 plugins.update(child_plugins)
@@ -710,6 +726,10 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str) -> tuple[Any, dic
             raise ConfigError(f"{source}: {path.name}: defaults: {entry!r} is not a Hydra defaults entry")
     if not self_seen:
         merged = OmegaConf.merge(merged, cfg)  # Hydra appends _self_ when it is not listed
+    unused = sorted(group for group, (_, used) in overrides.items() if not used)
+    if top and unused:
+        raise ConfigError(f"{source}: defaults: override {unused[0]}: no config group {unused[0]!r} in the "
+                          f"defaults list to override")
     return merged, plugins
 
 
