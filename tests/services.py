@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["STRICT", "missing_service"]
+__all__ = ["STRICT", "missing_service", "require_cuda"]
 
 #: True under CI: a missing service fails the test instead of skipping it.
 STRICT = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
@@ -32,3 +32,11 @@ def missing_service(service: str, detail: str, *, allow_module_level: bool = Fal
         pytest.fail(f"CI=true: {message} (CI must run every test; install it, e.g. bash scripts/setup-system.sh)",
                     pytrace=False)
     pytest.skip(message, allow_module_level=allow_module_level)
+
+
+def require_cuda() -> None:
+    """Skip (fail under ``CI=true``) a ``cuda``-marked test on a machine without a CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        missing_service("a CUDA GPU", "torch.cuda.is_available() is False (run on a GPU machine: scripts/gpu-check.sh)")
