@@ -487,6 +487,10 @@ _TABLE_COLUMNS = (
     ("val/gene_interaction/Pearson", "val gi r", "{:>8.3f}"),
     ("embedding/mean_pairwise_distance", "emb dist", "{:>8.3f}"),
     ("epoch_seconds", "s", "{:>6.1f}"),
+    # train records per second of the epoch (its evaluation included), and the peak memory
+    # torch allocated on the GPU so far (nan on the CPU): scripts/gpu-check.sh reads both
+    ("records_per_s", "rec/s", "{:>7.1f}"),
+    ("peak_gpu_gib", "GPU GiB", "{:>7.2f}"),
 )
 
 
@@ -517,7 +521,9 @@ def train_command(*, data: str, subset: int | None, split: str, epochs: int | No
     def show(record: EpochRecord) -> None:
         if record.epoch == 0:
             print(" ".join(title.rjust(len(fmt.format(0))) for _, title, fmt in _TABLE_COLUMNS), flush=True)
-        row = {"epoch": record.epoch, **record.metrics}
+        gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_initialized() else math.nan
+        row = {"epoch": record.epoch, **record.metrics, "peak_gpu_gib": gpu,
+               "records_per_s": len(data_split.train) / record.metrics["epoch_seconds"]}
         print(" ".join(fmt.format(row[key]) for key, _, fmt in _TABLE_COLUMNS), flush=True)
 
     result = train(dataset, data_split, cfg, epoch_callback=None if as_json else show, progress=not as_json)
