@@ -185,7 +185,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from torchcell_search.search.predict import predict_command
 
     result = predict_command(args.study, _storage(args), trial=args.trial, pairs=Path(args.pairs),
-                             out=Path(args.out), cache_dir=_cache_dir(args))
+                             out=Path(args.out), cache_dir=_cache_dir(args), device=args.device)
     print(f"wrote {result['rows']} predictions of trial {result['trial']} to {result['out']}")
 
 
@@ -195,7 +195,7 @@ def _cmd_slurm(args: argparse.Namespace) -> None:
     slurm_command(
         args.study, _storage(args), array=args.array, partition=args.partition,
         gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, time=args.time,
-        out=Path(args.out) if args.out else None, submit=args.submit, mem_gb=args.mem_gb,
+        out=Path(args.out) if args.out else None, submit=args.submit, mem=args.mem, gres=args.gres,
     )
 
 
@@ -300,7 +300,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_create)
     p = sub.add_parser("start", help="create or resume a study and run trials in this process")
     _add_study_options(p)
-    p.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    p.add_argument("--jobs", type=int, help="local worker processes, one torch thread each "
+                   "(default: as many as this machine has cores, never more than the study's trials)")
     p.set_defaults(func=_cmd_start)
 
     p = sub.add_parser("worker", help="join an existing study and run trials until its budget is reached")
@@ -323,6 +324,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     p.add_argument("--pairs", required=True, help="TSV with columns query_orf, array_orf")
     p.add_argument("--out", required=True, help="TSV to write")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("slurm", help="write (and optionally submit) an sbatch array whose tasks run workers; "
@@ -332,9 +334,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--array", help="task range, e.g. 0-7 or 0-31%%8 (default: 0-<n_jobs-1> of the study's Hydra "
                    "sweeper; else required)")
     p.add_argument("--partition")
-    p.add_argument("--gpus-per-task", type=int)
-    p.add_argument("--cpus-per-task", type=int)
-    p.add_argument("--mem-gb", type=int, help="memory per task in GB")
+    p.add_argument("--gpus-per-task", type=int, help="GPUs per array task (written with --ntasks=1)")
+    p.add_argument("--gres", help="generic resources per array task, e.g. gpu:1 or gpu:a100:1")
+    p.add_argument("--cpus-per-task", type=int, help="CPUs per array task; the worker's torch threads")
+    p.add_argument("--mem", help="memory per array task, e.g. 16G")
     p.add_argument("--time", help="wall time per task, e.g. 04:00:00")
     p.add_argument("--out", help="script path (default: <study>.sbatch)")
     p.add_argument("--submit", action="store_true", help="submit with sbatch")

@@ -10,7 +10,6 @@ traceback, and the bad-file directory no new file.
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import optuna
@@ -184,10 +183,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli, world: dict[str
     args = argv.format(dir=world["dir"]).split(" ")
     runs = [("in-process", *_run_in_process(args, world["url"], _ENV.get(case, {}), monkeypatch, capfd))]
     if case in SUBPROCESS:
-        started = time.monotonic()
-        r = cli(*args, storage=world["url"], env=_ENV.get(case), timeout=120)
-        # a fresh process fails fast too (an unreachable database within 15 s)
-        assert time.monotonic() - started < 15
+        # How fast a fresh process fails is a benchmark (benchmarks/bench_fail_fast.py), not asserted:
+        # what bounds it (connect timeout, no retry on open) is asserted in tests/storage/test_urls.py.
+        r = cli(*args, storage=world["url"], env=_ENV.get(case), timeout=300)
         runs.append(("subprocess", r.returncode, r.stderr))
     for how, code, err in runs:
         lines = err.strip().splitlines()

@@ -259,3 +259,25 @@ def test_multi_objective_start_returns_the_pareto_set(tmp_path: Path) -> None:
     assert [row["number"] for row in best["pareto"]] == sorted(t.number for t in study.best_trials)
     assert best["objectives"] == objectives and status["best"] is None
     assert "Pareto set (*)" in format_status(status)
+
+
+def test_start_without_jobs_runs_a_worker_per_usable_core_never_more_than_trials_left() -> None:
+    from torchcell_search.search.study import default_jobs
+
+    cores = len(os.sched_getaffinity(0))
+    # one worker per core this process may use (taskset, cgroups, a Slurm allocation) ...
+    assert default_jobs(10_000) == cores
+    # ... never more workers than trials left, and at least one
+    assert default_jobs(1) == 1 and default_jobs(0) == 1
+    assert default_jobs(cores + 1) == cores
+
+
+def test_default_jobs_follow_the_cpu_affinity_mask() -> None:
+    from torchcell_search.search.study import default_jobs
+
+    # A child restricted to one core (as `taskset -c 0` or a one-CPU Slurm task) runs one worker.
+    code = "import os; os.sched_setaffinity(0, {0}); from torchcell_search.search.study import default_jobs; " \
+           "print(default_jobs(8))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "1"

@@ -51,6 +51,7 @@ __all__ = [
     "best_command",
     "build_study_config",
     "create_study_command",
+    "default_jobs",
     "format_status",
     "start_command",
     "status_command",
@@ -466,30 +467,47 @@ def create_study_command(name: str, storage: str | None, options: Mapping[str, A
     return _create_or_check(name, storage, options, cache_dir=cache_dir)
 
 
-def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int = 1,
+def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int | None = None,
                   cache_dir: Path | None = None, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Create or resume a study, then run trials until its budget is reached.
 
     Args:
         jobs: worker processes; 1 runs the trials in this process, more start that many
-            ``torchcell-search worker`` processes and wait for them.
+            ``torchcell-search worker`` processes and wait for them. ``None``: one per core
+            this process may use (:func:`default_jobs`), never more than the trials left.
         notify: called with each notice (unused keys of a sweep file, pruning off for
             several objectives) before any trial runs.
 
     Returns:
         The study's status (see :func:`status_command`).
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
     created = _create_or_check(name, storage, options, cache_dir=cache_dir)
     for line in created["notices"] if notify else ():
         notify(line)
+    rdb, cfg = _load(name, storage)
+    if jobs is None:
+        left = _budget_left(optuna.load_study(study_name=name, storage=rdb), cfg.n_trials)
+        jobs = default_jobs(left)
     if jobs == 1:
-        _, cfg = _load(name, storage)
         worker_command(name, storage, cache_dir=cache_dir, sampler_seed=cfg.seed)
     else:
         _spawn_workers(name, resolve_storage(storage), jobs, cache_dir)
     return status_command(name, storage)
+
+
+def default_jobs(trials_left: int) -> int:
+    """Workers ``start`` runs without ``--jobs``: one per usable core, at most one per trial left.
+
+    Each worker runs one torch thread (the CLI's default): these sparse graph kernels gain
+    little from a second thread, so a core is worth more as another worker.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups, Slurm)
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, trials_left))
 
 
 def _spawn_workers(name: str, url: str, jobs: int, cache_dir: Path | None) -> None:

@@ -107,6 +107,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cuda_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The training device's CUDA generator state (GPU dropout draws from it); None on CPU.
+
+    Only the device trained on is saved, so a resume on a node with another GPU count works.
+    """
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_cuda_rng_state(state: torch.Tensor | None, device: torch.device) -> None:
+    """Restore :func:`_cuda_rng_state`; a CPU run, or a checkpoint from a CPU run, has none to restore."""
+    if state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+
+
 def _lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str) -> float:
     # Linear warmup from ~0, so the first steps of a fresh model cannot blow up the embeddings.
     if step < warmup_steps:
@@ -290,6 +304,7 @@ def _train(
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["rng"])
+        _set_cuda_rng_state(checkpoint.get("cuda_rng"), device)
         state.update(copy.deepcopy(checkpoint["state"]))
 
     stopped_reason: str | None = None
@@ -381,7 +396,7 @@ def _train(
             checkpoint_callback(copy.deepcopy({
                 "config": cfg.flat(), "model": model.state_dict(), "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(), "state": state,
+                "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(device), "state": state,
             }))
         if tc.patience and state["stale_epochs"] >= tc.patience:
             stopped_reason = "early_stopping"
@@ -472,6 +487,10 @@ _TABLE_COLUMNS = (
     ("val/gene_interaction/Pearson", "val gi r", "{:>8.3f}"),
     ("embedding/mean_pairwise_distance", "emb dist", "{:>8.3f}"),
     ("epoch_seconds", "s", "{:>6.1f}"),
+    # train records per second of the epoch (its evaluation included), and the peak memory
+    # torch allocated on the GPU so far (nan on the CPU): scripts/gpu-check.sh reads both
+    ("records_per_s", "rec/s", "{:>7.1f}"),
+    ("peak_gpu_gib", "GPU GiB", "{:>7.2f}"),
 )
 
 
@@ -502,7 +521,9 @@ def train_command(*, data: str, subset: int | None, split: str, epochs: int | No
     def show(record: EpochRecord) -> None:
         if record.epoch == 0:
             print(" ".join(title.rjust(len(fmt.format(0))) for _, title, fmt in _TABLE_COLUMNS), flush=True)
-        row = {"epoch": record.epoch, **record.metrics}
+        gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_initialized() else math.nan
+        row = {"epoch": record.epoch, **record.metrics, "peak_gpu_gib": gpu,
+               "records_per_s": len(data_split.train) / record.metrics["epoch_seconds"]}
         print(" ".join(fmt.format(row[key]) for key, _, fmt in _TABLE_COLUMNS), flush=True)
 
     result = train(dataset, data_split, cfg, epoch_callback=None if as_json else show, progress=not as_json)
