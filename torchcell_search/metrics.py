@@ -14,7 +14,7 @@ import torch
 
 from torchcell_search.data.types import LABELS
 
-__all__ = ["METRICS", "metric_name", "regression_metrics"]
+__all__ = ["METRICS", "combined_metrics", "metric_name", "regression_metrics"]
 
 METRICS: tuple[str, str, str] = ("MSE", "Pearson", "Spearman")
 
@@ -72,3 +72,40 @@ def regression_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | n
         out[metric_name(split, label, "Pearson")] = _pearson(pj, tj)
         out[metric_name(split, label, "Spearman")] = _pearson(_ranks(pj), _ranks(tj)) if pj.size >= 2 else math.nan
     return out
+
+
+def combined_metrics(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    mean: torch.Tensor | np.ndarray,
+    std: torch.Tensor | np.ndarray,
+    split: str,
+) -> dict[str, float]:
+    """MSE and Pearson of both labels pooled into one vector: TorchCell's ``<split>/transformed/combined``.
+
+    Predictions and labels of each label are z-scored with the training split's ``mean`` and
+    ``std``, then the present entries of both labels are concatenated and scored as one
+    vector, so a model is rewarded for both labels on a common scale. TorchCell's Hydra sweep
+    returns these two values (MSE to minimise, Pearson to maximise) as its objectives.
+
+    Args:
+        pred: ``(R, 2)`` predictions on the original scale.
+        target: ``(R, 2)`` labels on the original scale, NaN where missing.
+        mean, std: ``(2,)`` per-label training statistics (``Standardiser.fit`` of the train labels).
+        split: prefix of the names.
+
+    Returns:
+        ``{"<split>/combined/MSE": ..., "<split>/combined/Pearson": ...}`` (NaN MSE with no
+        present entry, NaN Pearson with fewer than two).
+    """
+    def array(x: torch.Tensor | np.ndarray) -> np.ndarray:
+        return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+
+    p, t, mu, sd = array(pred), array(target), array(mean), array(std)
+    present = np.isfinite(t)  # (R, 2)
+    zp = ((p - mu) / sd)[present]  # (M,) pooled, label by label within each record
+    zt = ((t - mu) / sd)[present]
+    return {
+        metric_name(split, "combined", "MSE"): float(np.mean((zp - zt) ** 2)) if zt.size else math.nan,
+        metric_name(split, "combined", "Pearson"): _pearson(zp, zt),
+    }

@@ -13,7 +13,7 @@ from torchcell_search.cli import main
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import Dataset, LABELS
 from torchcell_search.errors import ConfigError
-from torchcell_search.metrics import regression_metrics
+from torchcell_search.metrics import combined_metrics, regression_metrics
 from torchcell_search.search.trainer import (
     EpochRecord,
     load_model,
@@ -73,6 +73,7 @@ def test_test_metrics_come_from_the_best_val_epoch_model(demo):
     model, standardiser = load_model(result.best_checkpoint, dataset.graph)
     pred = predict_genes(model, standardiser, dataset, dataset.table.genes[split.test])
     again = regression_metrics(pred, dataset.table.labels()[split.test], "test")
+    again.update(combined_metrics(pred, dataset.table.labels()[split.test], standardiser.mean, standardiser.std, "test"))
     for key, value in result.test.items():
         assert again[key] == pytest.approx(value, rel=1e-4, abs=1e-6)
     np.testing.assert_allclose(pred, result.predictions["test"], rtol=1e-5, atol=1e-6)
