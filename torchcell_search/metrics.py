@@ -84,9 +84,12 @@ def combined_metrics(
     """MSE and Pearson of both labels pooled into one vector: TorchCell's ``<split>/transformed/combined``.
 
     Predictions and labels of each label are z-scored with the training split's ``mean`` and
-    ``std``, then the present entries of both labels are concatenated and scored as one
-    vector, so a model is rewarded for both labels on a common scale. TorchCell's Hydra sweep
-    returns these two values (MSE to minimise, Pearson to maximise) as its objectives.
+    ``std``; the records with both labels present are flattened into one vector of
+    ``2 * R_both`` values and scored, so a model is rewarded for both labels on a common
+    scale. As TorchCell (``torchcell/trainers/fit_int_hetero_cell.py``:
+    ``combined_mask = ~isnan(targets).any(dim=1)``), a record missing either label is left
+    out. TorchCell's Hydra sweep returns these two values (MSE to minimise, Pearson to
+    maximise) as its objectives.
 
     Args:
         pred: ``(R, 2)`` predictions on the original scale.
@@ -95,16 +98,16 @@ def combined_metrics(
         split: prefix of the names.
 
     Returns:
-        ``{"<split>/combined/MSE": ..., "<split>/combined/Pearson": ...}`` (NaN MSE with no
-        present entry, NaN Pearson with fewer than two).
+        ``{"<split>/combined/MSE": ..., "<split>/combined/Pearson": ...}`` (NaN MSE without a
+        complete record, NaN Pearson with fewer than two values).
     """
     def array(x: torch.Tensor | np.ndarray) -> np.ndarray:
         return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
 
     p, t, mu, sd = array(pred), array(target), array(mean), array(std)
-    present = np.isfinite(t)  # (R, 2)
-    zp = ((p - mu) / sd)[present]  # (M,) pooled, label by label within each record
-    zt = ((t - mu) / sd)[present]
+    both = np.isfinite(t).all(axis=1)  # (R,) records with every label
+    zp = ((p[both] - mu) / sd).reshape(-1)  # (2 R_both,) pooled
+    zt = ((t[both] - mu) / sd).reshape(-1)
     return {
         metric_name(split, "combined", "MSE"): float(np.mean((zp - zt) ** 2)) if zt.size else math.nan,
         metric_name(split, "combined", "Pearson"): _pearson(zp, zt),

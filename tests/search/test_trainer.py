@@ -280,8 +280,8 @@ def test_every_epoch_records_the_combined_metrics_by_hand(demo):
     std = torch.stack([train_y[:, j][~train_y[:, j].isnan()].std(unbiased=False) for j in range(2)])
     pred = torch.from_numpy(result.predictions["val"]).double()  # best epoch = the only epoch
     y = labels[split.val]
-    present = ~y.isnan()
-    zp, zy = ((pred - mean) / std)[present], ((y - mean) / std)[present]
+    both = ~y.isnan().any(dim=1)  # records with both labels, as TorchCell's combined_mask
+    zp, zy = ((pred - mean) / std)[both].reshape(-1), ((y - mean) / std)[both].reshape(-1)
     mse = float(((zp - zy) ** 2).mean())
     r = float(torch.corrcoef(torch.stack([zp, zy]))[0, 1])
     assert row["val/combined/MSE"] == pytest.approx(mse, rel=1e-4)
