@@ -612,7 +612,7 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
         raise ConfigError(f"{source}: hydra.sweeper.params: expected a mapping of key -> sweep")
     sampled: dict[str, dict[str, Any]] = {}
     for key in sorted(params, key=str):
-        value = _sweep_value(composed, params, key, source)
+        value = _sweep_value(params, key, source)
         spec = _parse_sweep(str(key), value, source)
         if spec is None:  # a fixed override, applied as Hydra does before interpolations resolve
             if not _has_key(composed, str(key)):
@@ -789,7 +789,7 @@ def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], data)]
 
 
-def _sweep_value(composed: Any, params: Mapping[str, Any], key: Any, source: str) -> Any:
+def _sweep_value(params: Mapping[str, Any], key: Any, source: str) -> Any:
     value = params[key]
     if isinstance(value, str) and "${" in value:
         raise ConfigError(f"{source}: hydra.sweeper.params.{key}: interpolations in a sweep are not supported")
@@ -852,7 +852,7 @@ def _targets(composed: Any, key: str, source: str) -> list[str]:
     from omegaconf.errors import OmegaConfBaseException
 
     probe = OmegaConf.create(OmegaConf.to_container(composed, resolve=False))
-    if OmegaConf.select(probe, key, default=_MARKER) is _MARKER and not _has_key(probe, key):
+    if not _has_key(probe, key):
         return []
     marker = _MARKER.format(key.replace(".", "_"))
     try:
@@ -871,11 +871,13 @@ def _targets(composed: Any, key: str, source: str) -> list[str]:
 
 
 def _has_key(cfg: Any, key: str) -> bool:
-    node = cfg
+    from omegaconf import OmegaConf
+
+    node: Any = OmegaConf.to_container(cfg, resolve=False)
     for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
+        if not isinstance(node, dict) or part not in node:
             return False
-        node = node._get_node(part)
+        node = node[part]
     return True
 
 
