@@ -451,13 +451,10 @@ def _map(entries: Mapping[str, _Entry], source: str) -> _Mapped:
     return out
 
 
-_OK = object()
-
-
 def _int_option(key: str, value: Any, source: str) -> int:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{source}: {key}: expected a whole number, got {value!r}") from None
     if isinstance(value, bool) or not number.is_integer() or number < 1:
         raise ConfigError(f"{source}: {key}: expected a whole number >= 1, got {value!r}")
@@ -603,7 +600,6 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
         raise ConfigError(f"{source}: hydra.sweeper: expected a mapping")
     unused: dict[str, str] = {}
     options: dict[str, Any] = {}
-    notices: list[str] = []
     sweeper_kind = plugins.get("hydra/sweeper")
     if sweeper and sweeper_kind not in (None, "optuna"):
         raise ConfigError(f"{source}: defaults: hydra/sweeper {sweeper_kind!r}: only the Optuna sweeper is read")
@@ -636,17 +632,16 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
     launcher = _launcher(hydra.get("launcher") if isinstance(hydra, Mapping) else None, plugins, source, unused)
     if launcher:
         options["launcher"] = {**launcher, **options.get("launcher", {})}
-    for key in ("sweep", "run", "job", "output_subdir", "job_logging", "hydra_logging", "callbacks", "verbose",
-                "mode", "searchpath", "help", "hydra_help", "env", "runtime", "overrides"):
-        if isinstance(hydra, Mapping) and key in hydra:
-            unused[f"hydra.{key}"] = "Hydra's output folders and logging"
+    for key in sorted(map(str, hydra)) if isinstance(hydra, Mapping) else ():
+        if key not in ("sweeper", "launcher"):
+            unused[f"hydra.{key}"] = "Hydra's own run settings: output folders, logging"
     for group, choice in sorted(plugins.items()):
         if group not in ("hydra/sweeper", "hydra/launcher", "hydra/sweeper/sampler"):
             unused[f"defaults: override {group}"] = "a Hydra plugin selection"
     line = _unused_line(source, {**mapped.unused, **unused})
     space = parse_space({"parameters": mapped.specs} if mapped.specs else {"parameters": {}}, source=source,
                         allow_empty=True)
-    return SweepFile(space, options, tuple(([line] if line else []) + notices), "hydra")
+    return SweepFile(space, options, (line,) if line else (), "hydra")
 
 
 def _compose(path: Path, chain: tuple[Path, ...], source: str,
@@ -657,10 +652,11 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str,
     defaults tree (the outermost override wins); one that matches no group is refused, as
     Hydra refuses it. ``overrides`` maps a group to ``[choice, used]``.
     """
-    top = overrides is None
-    overrides = {} if overrides is None else overrides
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    top = overrides is None
+    overrides = {} if overrides is None else overrides
 
     resolved = path.resolve()
     if resolved in chain:
