@@ -249,3 +249,17 @@ def test_switched_off_inputs_and_profile_dropout_hide_their_columns(demo):
     torch.testing.assert_close(a, model(genes, None, profile).pred)  # hidden in training
     model.eval()
     assert not torch.allclose(model(genes, None, moved).pred, model(genes, None, profile).pred)  # read at inference
+
+
+def test_a_feature_constant_on_train_is_read_as_zero_not_blown_up():
+    # Gene split: a held-out gene's profile neighbours are always empty, so those columns are
+    # constant on the train records; a pair of two genes with records must not read them
+    # scaled by 1 / (sd ~ 0).
+    dataset, split = prepare_data("demo", subset=None, split="gene", seed=0, cache_dir=None)
+    train_x, tables = profile_features(dataset, split, seed=0)
+    constant = train_x.std(0) == 0
+    assert constant.any()
+    seen = tables.lookup[dataset.table.genes[split.train[:200]]]
+    values = tables.tables[:, seen[:, 0], seen[:, 1]]  # (F, 200)
+    assert torch.all(values[constant] == 0)
+    assert values.abs().max() < 50

@@ -449,7 +449,11 @@ def profile_features(dataset: Dataset, split: Split, *, seed: int = 0) -> tuple[
         return _CACHE[key]
     oof, full, lookup = _raw_features(dataset, split, seed)
     G = full.shape[1] - 1
-    mean, std = oof.mean(0), oof.std(0) + 1e-6
+    mean, std = oof.mean(0), oof.std(0)
+    # A feature constant over the train records (on the gene split the profile neighbours of
+    # a held-out gene are always empty) teaches the model nothing: read it as zero everywhere
+    # rather than blow the rare pairs where it is not (two genes with records) up by 1/std.
+    std = np.where(std > 1e-6, std + 1e-6, np.inf).astype(np.float32)
     train_features = torch.as_tensor((oof - mean) / std)
     tables = (full - mean[:, None, None]) / std[:, None, None]
     tables[:, G, :] = 0.0  # genes in no record: the train mean of every feature (until ProfileTables.cover)
