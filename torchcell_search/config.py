@@ -74,7 +74,7 @@ class ModelConfig:
     # interaction profiles (model/collaborative.py), beside the graph embeddings.
     profile_features: bool = field(default=False, metadata=_key("model.profile_features"))
     # --- TorchCell HeteroCell options (issue 12), named with TorchCell's dotted keys. ---
-    # Nonlinearity of the PreProcessor, conv blocks and head (registry: model/head.py ACTIVATIONS).
+    # Nonlinearity of the PreProcessor, conv blocks and head (registry: model/activations.py).
     activation: str = field(default="relu", metadata=_key("model.activation", choices=ACTIVATION_NAMES))
     # Linear layers of the prediction head in all (TorchCell's count): head_num_layers - 1
     # hidden blocks, then the output Linear. 4 is the report's head.

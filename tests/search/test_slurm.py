@@ -296,3 +296,39 @@ def test_gpu_array_of_4_tasks_completes_a_postgres_study_budget(
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4, f"{[t.state.name for t in trials]}\n{tails}"
     assert {t.user_attrs["device"] for t in complete} == {"cpu"}
+
+
+# --- a study's launcher settings as defaults ----------------------------------------------
+
+
+def test_hydra_launcher_settings_are_the_defaults_and_flags_win(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from torchcell_search.search.study import create_study_command
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"model": {"num_layers": 2}, "hydra": {
+        "sweeper": {"n_jobs": 4, "storage": "sqlite:////elsewhere/optuna.db", "params": {
+            "model.num_layers": "choice(1, 2)"}},
+        "launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                     "partition": "mmli", "cpus_per_task": 12, "mem_gb": 100, "timeout_min": 10080,
+                     "tasks_per_node": 1, "additional_parameters": {"gres": "gpu:1", "mail-type": "END"}}}}))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = create_study_command("hy", url, {"space": str(sweep)})
+    # the other machine's storage is reported as not used; the mail settings are submitit's own
+    assert "hydra.sweeper.storage" in result["notices"][0] and "mail-type" in result["notices"][0]
+    for name in [p.name for p in tmp_path.iterdir()]:
+        assert name in ("sweep.yaml", "s.db", "s-artifacts")
+    assert _slurm("--study", "hy", "--storage", url, "--out", "a.sbatch") == 0
+    directives = re.findall(r"^#SBATCH (\S+)$", (tmp_path / "a.sbatch").read_text(), flags=re.M)
+    assert {"--array=0-3", "--partition=mmli", "--cpus-per-task=12", "--mem=100G", "--time=7-00:00:00",
+            "--gres=gpu:1"} <= set(directives)
+    assert "Slurm settings from its sweep file" in capsys.readouterr().err
+    # every option given wins over the stored settings
+    assert _slurm("--study", "hy", "--storage", url, "--out", "b.sbatch", "--array", "0-1", "--partition", "gpu",
+                  "--time", "01:00:00", "--gpus-per-task", "0") == 0
+    directives = set(re.findall(r"^#SBATCH (\S+)$", (tmp_path / "b.sbatch").read_text(), flags=re.M))
+    assert {"--array=0-1", "--partition=gpu", "--time=01:00:00", "--cpus-per-task=12"} <= directives
+    # a GPU request given replaces the file's gres
+    assert not any(d.startswith(("--gpus-per-task", "--gres")) for d in directives)

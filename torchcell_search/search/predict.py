@@ -101,7 +101,9 @@ def predict_command(study: str, storage: str | None, *, trial: int | None = None
         complete = opt_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
             raise StudyError(f"study {study!r} has no complete trial yet; give --trial N or run more trials")
-        frozen = opt_study.best_trial
+        # A multi-objective study has no single best trial: take its Pareto set's first trial.
+        frozen = opt_study.best_trial if len(opt_study.directions) == 1 else min(
+            opt_study.best_trials, key=lambda t: t.number)
     else:
         found = [t for t in opt_study.get_trials(deepcopy=False) if t.number == trial]
         if not found:

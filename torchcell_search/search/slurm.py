@@ -46,7 +46,7 @@ from pathlib import Path
 from torchcell_search._atomic import write_atomic
 from torchcell_search.errors import ConfigError, StorageError, StudyError
 
-__all__ = ["slurm_command", "slurm_script"]
+__all__ = ["launcher_defaults", "slurm_command", "slurm_script"]
 
 _STORAGE_ENV = "TORCHCELL_SEARCH_STORAGE"
 _SIGNAL_LEAD_S = 120
@@ -68,7 +68,7 @@ def slurm_command(
     study: str,
     storage: str | None,
     *,
-    array: str,
+    array: str | None,
     partition: str | None,
     gpus_per_task: int | None,
     cpus_per_task: int | None,
@@ -87,11 +87,16 @@ def slurm_command(
     ``TORCHCELL_SEARCH_STORAGE`` set to ``storage`` and the job id is printed as
     ``Submitted batch job <id>``.
 
+    A study created from a Hydra file with a submitit Slurm launcher stores its settings
+    (partition, cpus_per_task, mem_gb, timeout_min, gres, and the sweeper's n_jobs as the
+    array size); they are the defaults here, and every option given wins over them.
+
     Args:
         study: Name of an existing study.
         storage: Storage URL of the study, or ``None`` (then the study is not checked and
             ``submit`` is refused, since the tasks would have no storage).
-        array: Slurm ``--array`` spec: ``0-7``, ``1,3,5``, ``0-31%4``, ``0-15:2``.
+        array: Slurm ``--array`` spec: ``0-7``, ``1,3,5``, ``0-31%4``, ``0-15:2`` (``None``: the
+            study's ``0-<n_jobs - 1>``).
         partition: ``--partition``, or ``None`` for the cluster's default.
         gpus_per_task: ``--gpus-per-task`` (``None`` or 0: no GPU requested), with ``--ntasks=1``.
         cpus_per_task: ``--cpus-per-task``; the task's ``OMP_NUM_THREADS`` (torch threads).
@@ -109,13 +114,25 @@ def slurm_command(
             missing or rejects the job.
         StudyError: The storage is reachable and holds no study named ``study``.
     """
-    script = slurm_script(study, array=array, partition=partition, gpus_per_task=gpus_per_task,
-                          cpus_per_task=cpus_per_task, time=time, mem=mem, gres=gres)
     if submit and not storage:
         raise ConfigError(f"--submit: no storage URL; export {_STORAGE_ENV}=postgresql://... (or pass --storage) "
                           "so the array tasks can reach the study")
-    if storage:
-        _check_study(study, storage)
+    launcher = _check_study(study, storage) if storage else {}
+    given = {"array": array, "partition": partition, "gpus_per_task": gpus_per_task,
+             "cpus_per_task": cpus_per_task, "time": time, "mem": mem, "gres": gres}
+    defaults = {k: v for k, v in launcher_defaults(launcher).items() if given[k] is None}
+    if gpus_per_task is not None or gres is not None:
+        # A GPU request given here replaces the file's, in either form.
+        defaults.pop("gres", None)
+        defaults.pop("gpus_per_task", None)
+    if defaults:
+        shown = ", ".join(f"{k.replace('_', '-')}={v}" for k, v in sorted(defaults.items()))
+        print(f"torchcell-search: note: study {study!r}: Slurm settings from its sweep file: {shown} "
+              f"(options given win)", file=sys.stderr)
+    settings = {**given, **defaults}
+    if settings["array"] is None:
+        raise ConfigError("--array: required (e.g. 0-7): the study stores no n_jobs from a Hydra sweeper")
+    script = slurm_script(study, **settings)
     path = out if out is not None else Path(f"{_safe_name(study)}.sbatch")
     _write_atomic(path, script)
     if not submit:
@@ -124,6 +141,38 @@ def slurm_command(
     job_id = _submit(path, storage or "")
     print(f"Submitted batch job {job_id}")
     return path
+
+
+def launcher_defaults(launcher: dict) -> dict:
+    """A stored submitit launcher (``StudyConfig.launcher``) as :func:`slurm_script` options.
+
+    ``timeout_min`` becomes ``time`` (D-HH:MM:SS), ``mem_gb`` ``mem`` (``<N>G``), ``gres``
+    passes through (each array task is its own one-node job, as each submitit job with
+    ``tasks_per_node: 1``), ``gpus_per_node`` becomes ``gres: gpu:N``, ``n_jobs`` the array
+    ``0-<n_jobs - 1>``.
+
+    Example:
+        >>> launcher_defaults({"partition": "mmli", "timeout_min": 10080, "gres": "gpu:1", "n_jobs": 4})
+        {'array': '0-3', 'partition': 'mmli', 'time': '7-00:00:00', 'gres': 'gpu:1'}
+    """
+    out: dict = {}
+    if launcher.get("n_jobs"):
+        out["array"] = f"0-{int(launcher['n_jobs']) - 1}"
+    for key in ("partition", "cpus_per_task"):
+        if launcher.get(key) is not None:
+            out[key] = launcher[key]
+    if launcher.get("mem_gb"):
+        out["mem"] = f"{int(launcher['mem_gb'])}G"
+    if launcher.get("timeout_min"):
+        days, minutes = divmod(int(launcher["timeout_min"]), 24 * 60)
+        out["time"] = f"{days}-{minutes // 60:02d}:{minutes % 60:02d}:00"
+    if launcher.get("gres"):
+        out["gres"] = str(launcher["gres"])
+    elif launcher.get("gpus_per_node"):
+        out["gres"] = f"gpu:{int(launcher['gpus_per_node'])}"
+    if launcher.get("gpus_per_task") is not None:
+        out["gpus_per_task"] = int(launcher["gpus_per_task"])
+    return out
 
 
 def slurm_script(
@@ -254,8 +303,12 @@ def _check_time(value: str) -> int:
     return ((int(days_text or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-def _check_study(study: str, storage: str) -> None:
-    """Raise StudyError if ``storage`` is reachable and has no ``study``; skip the check otherwise."""
+def _check_study(study: str, storage: str) -> dict:
+    """Raise StudyError if ``storage`` is reachable and has no ``study``; skip the check otherwise.
+
+    Returns:
+        The study's stored launcher settings (``{}`` when unreachable or none).
+    """
     import optuna
 
     from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
@@ -270,10 +323,15 @@ def _check_study(study: str, storage: str) -> None:
         names = optuna.get_all_study_names(storage=open_storage(storage))
     except StorageError as e:
         print(f"torchcell-search: note: study {study!r} not checked ({e})", file=sys.stderr)
-        return
+        return {}
     if study not in names:
         raise StudyError(f"study {study!r} not found in {redact(storage)}; "
                          f"run torchcell-search create --study {study} first")
+    from torchcell_search.search.study_config import CONFIG_ATTR
+
+    rdb = open_storage(storage)
+    stored = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study)).get(CONFIG_ATTR) or {}
+    return dict(stored.get("launcher") or {})
 
 
 def _write_atomic(path: Path, text: str) -> None:
