@@ -224,22 +224,26 @@ def _measure_row(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = build_model(ds.graph, cfg).to(device)
     mse = torch.nn.functional.mse_loss
-    batches = {"ours": args.batch, "ref": args.real_ref_batch}
+    batches = {"ours": args.batch, "ref": args.real_ref_batch, "before": args.batch if args.before else 0}
+    models = {"ours": model, "ref": model}
+    if args.before:  # the model files at that revision, same weights
+        models["before"] = _load_baseline(args.before).hetero_cell.build_model(ds.graph, cfg).to(device)
+        models["before"].load_state_dict(model.state_dict())
     fns = {}
     for name, b in batches.items():
         if not b:
             continue
         genes, masks, target = _inputs(ds, b)
-        if name == "ours":
+        if name != "ref":
             masks, g_dev, t_dev = masks.to(device), genes.to(device), target.to(device)
-            fwd = (lambda g, m: lambda: model(g, m).pred)(g_dev, masks)
+            fwd = (lambda mod, g, m: lambda: mod(g, m).pred)(models[name], g_dev, masks)
         else:
             rb = build_reference_batch(ds.graph, masks).to(device)  # collation not timed
             t_dev = target.to(device)
             fwd = (lambda g, m, rb: lambda: reference_forward(model, ds.graph, g, m, batch=rb))(genes, masks, rb)
 
-        def run(fwd=fwd, t_dev=t_dev) -> None:
-            model.zero_grad(set_to_none=True)
+        def run(fwd=fwd, t_dev=t_dev, mod=models[name]) -> None:
+            mod.zero_grad(set_to_none=True)
             mse(fwd(), t_dev).backward()
 
         fns[name] = run
@@ -326,7 +330,7 @@ def _child(args: argparse.Namespace, row: str) -> dict:
     """Run one row in a fresh process; if it dies (killed for memory), report its last RSS."""
     cmd = [sys.executable, __file__, "--row", row, "--real-data", args.real_data, "--batch", str(args.batch),
            "--real-ref-batch", str(args.real_ref_batch), "--real-repeats", str(args.real_repeats),
-           "--threads", str(args.threads), "--device", args.device]
+           "--threads", str(args.threads), "--device", args.device] + (["--before", args.before] if args.before else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last_rss = 0.0
     while proc.poll() is None:
@@ -353,8 +357,11 @@ def _real(args: argparse.Namespace) -> None:
     if peaks:
         print(f"   this core's limits (same command): sgemm {peaks['gflops']:.0f} GFLOP/s, copy {peaks['gbps']:.1f} GB/s")
     mem = "peak MB" + (" (RSS)" if args.device == "cpu" else " (GPU)")
-    print(f"   {'hidden layers heads pooling':38}{'ours smp/s (min-max)':>24}{'ref smp/s (min-max)':>24}"
-          f"{'ratio':>7}{mem:>20}{'roofline smp/s':>16}{'ours/roof':>10}")
+    names = ("ours", "ref", "before") if args.before else ("ours", "ref")
+    if args.before:
+        print(f"   before = the model files at {args.before}, same weights and batch as ours, in the same process")
+    print(f"   {'hidden layers heads pooling':38}" + "".join(f"{k + ' smp/s (min-max)':>24}" for k in names)
+          + f"{'ratio':>7}" + (f"{'/before':>8}" if args.before else "") + f"{mem:>20}{'roofline smp/s':>16}{'ours/roof':>10}")
     for hidden, layers, heads, pooling in rows:
         row = f"{hidden},{layers},{heads},{pooling}"
         r = _child(args, row)
@@ -364,7 +371,7 @@ def _real(args: argparse.Namespace) -> None:
             print(f"   {name:38} FAILED: {r['error']}")
             continue
         cells, rates = [], {}
-        for k in ("ours", "ref"):
+        for k in names:
             m = r.get(k)
             if m is None:
                 cells.append(f"{'-':>24}")
@@ -374,19 +381,21 @@ def _real(args: argparse.Namespace) -> None:
                 rates[k] = m["batch"] / m["median_s"]
                 spread = f"({m['batch'] / m['max_s']:.2f}-{m['batch'] / m['min_s']:.2f})"
                 cells.append(f"{rates[k]:>10.2f} {spread:>13}")
-        ratio = f"{rates['ours'] / rates['ref']:6.1f}x" if len(rates) == 2 else f"{'-':>7}"
-        pk = "/".join(f"{r[k]['peak_mb']:.0f}" if k in r and "error" not in r[k] else "-" for k in ("ours", "ref"))
+        ratio = f"{rates['ours'] / rates['ref']:6.1f}x" if {"ours", "ref"} <= set(rates) else f"{'-':>7}"
+        if args.before:
+            ratio += f"{rates['ours'] / rates['before']:7.1f}x" if {"ours", "before"} <= set(rates) else f"{'-':>8}"
+        pk = "/".join(f"{r[k]['peak_mb']:.0f}" if k in r and "error" not in r[k] else "-" for k in names)
         if peaks:
             limit = 1.0 / max(roof["gflop"] / peaks["gflops"], roof["gbyte"] / peaks["gbps"])
             roofs = f"{limit:16.1f}" + (f"{rates['ours'] / limit:10.2f}" if "ours" in rates else f"{'-':>10}")
         else:
             roofs = f"{'-':>16}{'-':>10}"
-        print(f"   {name:38}{cells[0]}{cells[1]}{ratio}{pk:>20}{roofs}")
-        for k in ("ours", "ref"):
+        print(f"   {name:38}{''.join(cells)}{ratio}{pk:>20}{roofs}")
+        for k in names:
             if k in r and "error" in r[k]:
                 print(f"      {k} at batch {r[k]['batch']} FAILED: {r[k]['error']}")
         print(f"      work per sample: {roof['edges']:,} edges, {roof['gflop']:.2f} GFLOP, {roof['gbyte']:.2f} GB"
-              f" (peak MB: ours/ref)", flush=True)
+              f" (peak MB: {'/'.join(names)})", flush=True)
 
 
 def main() -> None:
@@ -402,6 +411,7 @@ def main() -> None:
     p.add_argument("--real-repeats", type=int, default=3, help="real graph: timed steps of each")
     p.add_argument("--real-rows", nargs="*", help="real graph: only these rows, e.g. 64,3,1,attentional")
     p.add_argument("--device", default="cpu", help="real graph: cpu or cuda[:i]")
+    p.add_argument("--before", help="real graph: also run the model files at this git revision (same process)")
     p.add_argument("--no-demo", dest="demo", action="store_false", help="skip sections 1 and 2")
     p.add_argument("--row", help=argparse.SUPPRESS)
     args = p.parse_args()
