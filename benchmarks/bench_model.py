@@ -283,20 +283,24 @@ def _measure_row(args: argparse.Namespace) -> dict:
     return out
 
 
-def _peaks(threads: int) -> dict[str, float]:
-    """This core's measured limits: sgemm GFLOP/s and copy bandwidth GB/s (best of 3)."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    x = torch.empty(64 * 2**20 // 4)
+def _peaks(device: torch.device) -> dict[str, float]:
+    """The device's measured limits: float32 matmul GFLOP/s and copy bandwidth GB/s (best of 3)."""
+    n, mb = (1024, 64) if device.type == "cpu" else (8192, 1024)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    x = torch.empty(mb * 2**20 // 4, device=device)
     y = torch.empty_like(x)
     best_f = best_b = 0.0
     for _ in range(3):
+        _sync(device)
         t = time.perf_counter()
         for _ in range(4):
             torch.mm(a, b)
-        best_f = max(best_f, 4 * 2 * 1024**3 / (time.perf_counter() - t) / 1e9)
+        _sync(device)
+        best_f = max(best_f, 4 * 2 * n**3 / (time.perf_counter() - t) / 1e9)
         t = time.perf_counter()
         for _ in range(4):
             y.copy_(x)
+        _sync(device)
         best_b = max(best_b, 4 * 2 * x.numel() * 4 / (time.perf_counter() - t) / 1e9)
     return {"gflops": best_f, "gbps": best_b}
 
@@ -326,6 +330,40 @@ def _roofline(ds, hidden: int, layers: int, heads: int) -> dict[str, float]:
     return {"edges": edges, "gflop": flops / 1e9, "gbyte": bytes_ / 1e9}
 
 
+def _layer(args: argparse.Namespace, ds) -> None:
+    """One GATv2 conv on the real physical graph (64 wide, heads 1), forward + backward:
+    this tree's BatchedGATv2Conv (one slot, no mask: what the reference layout runs per
+    sample) against PyG's GATv2Conv with the same weights (what the research code runs)."""
+    from torch_geometric.nn import GATv2Conv
+
+    from torchcell_search.data.types import PHYSICAL
+    from torchcell_search.model.layers import BatchedGATv2Conv, EdgePlan
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    ei = ds.graph.data[PHYSICAL].edge_index.to(device)
+    n = ds.graph.num_genes
+    ours = BatchedGATv2Conv(64, 64).to(device)
+    pyg = GATv2Conv(64, 64).to(device)
+    with torch.no_grad():
+        for a, b in ((pyg.lin_l, ours.lin_l), (pyg.lin_r, ours.lin_r)):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+        pyg.att.copy_(ours.att.view_as(pyg.att))
+        pyg.bias.copy_(ours.bias)
+    plan = EdgePlan(ei, n, n, self_loops=True)
+    x = torch.randn(n, 64, device=device, requires_grad=True)
+    fns = {
+        "ours": lambda: ours(x.unsqueeze(1), None, ei, plan=plan)[:, 0].square().sum().backward(),
+        "pyg": lambda: pyg(x, ei).square().sum().backward(),
+    }
+    t = _time(fns, max(3, args.real_repeats))
+    same = torch.allclose(ours(x.unsqueeze(1), None, ei, plan=plan)[:, 0], pyg(x, ei), atol=1e-4)
+    print(f"\n4. one GATv2 conv, real physical graph ({ei.size(1):,} edges + self loops), 64 wide, forward + backward, "
+          f"median of {max(3, args.real_repeats)}: this tree's {t['ours_median'] * 1e3:.0f} ms, PyG GATv2Conv "
+          f"{t['pyg_median'] * 1e3:.0f} ms ({t['pyg_median'] / t['ours_median']:.1f}x); same output: {same}")
+
+
 def _child(args: argparse.Namespace, row: str) -> dict:
     """Run one row in a fresh process; if it dies (killed for memory), report its last RSS."""
     cmd = [sys.executable, __file__, "--row", row, "--real-data", args.real_data, "--batch", str(args.batch),
@@ -349,13 +387,14 @@ def _child(args: argparse.Namespace, row: str) -> dict:
 
 def _real(args: argparse.Namespace) -> None:
     ds = _load(args.real_data)
-    peaks = _peaks(args.threads) if args.device == "cpu" else None
+    peaks = _peaks(torch.device(args.device))
     rows = [r for r in _REAL_ROWS if not args.real_rows or ",".join(map(str, r)) in args.real_rows]
     print(f"\n3. real graph ({args.real_data}), train step, device {args.device}: ours at batch {args.batch}, "
           f"reference (PyG Batch of perturbed graphs, collation not timed) at batch {args.real_ref_batch}; "
           f"{args.real_repeats} timed steps each after a warm-up, alternating in one process per row")
     if peaks:
-        print(f"   this core's limits (same command): sgemm {peaks['gflops']:.0f} GFLOP/s, copy {peaks['gbps']:.1f} GB/s")
+        print(f"   this {'core' if args.device == 'cpu' else 'device'}'s limits (same command): float32 matmul "
+              f"{peaks['gflops']:.0f} GFLOP/s, copy {peaks['gbps']:.1f} GB/s")
     mem = "peak MB" + (" (RSS)" if args.device == "cpu" else " (GPU)")
     names = ("ours", "ref", "before") if args.before else ("ours", "ref")
     if args.before:
@@ -396,6 +435,7 @@ def _real(args: argparse.Namespace) -> None:
                 print(f"      {k} at batch {r[k]['batch']} FAILED: {r[k]['error']}")
         print(f"      work per sample: {roof['edges']:,} edges, {roof['gflop']:.2f} GFLOP, {roof['gbyte']:.2f} GB"
               f" (peak MB: {'/'.join(names)})", flush=True)
+    _layer(args, ds)
 
 
 def main() -> None:
