@@ -304,3 +304,43 @@ def test_masked_softmax_all_masked_group_is_zero_in_half_precision() -> None:
 def test_gatv2_under_cuda_autocast(dtype: torch.dtype) -> None:
     assert torch.cuda.is_available(), "the cuda marker needs a CUDA device"
     _autocast_case("cuda", dtype)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("chunk", [None, 40])
+def test_gatv2_shared_slot0_scores_match_per_slot(heads: int, chunk: int | None, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    if chunk is not None:
+        monkeypatch.setattr(layers, "_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    N, S, C = 10, 4, 3
+    ei = torch.randint(0, N, (2, 50))
+    plan = layers.EdgePlan(ei, N, N, self_loops=True)
+    keep = plan.keep(torch.rand(50, S) > 0.2)
+    keep[:, 0] = True
+    base_l, base_r = torch.randn(N, 1, heads, C), torch.randn(N, 1, heads, C)
+    # Slots 1..3 equal slot 0 except some rows (the genes a deletion reached).
+    xl = base_l.repeat(1, S, 1, 1)
+    xr = base_r.repeat(1, S, 1, 1)
+    xl[[1, 4], 1] += 0.5
+    xr[[4, 7], 2] -= 0.3
+    xl[0, 3] += 1.0
+    xl, xr = xl.requires_grad_(), xr.requires_grad_()
+    att = torch.randn(heads, C, requires_grad=True)
+    w = torch.randn(N, S, heads, C)
+    shared = layers._GATv2Attention.apply(xl, xr, att, keep, plan, 0.2, True)
+    plain = layers._gatv2_unfused(xl, xr, att, keep, plan, 0.2, 0.0, False)
+    assert torch.allclose(shared, plain, atol=1e-6)
+    got = torch.autograd.grad((shared * w).sum(), (xl, xr, att))
+    want = torch.autograd.grad((plain * w).sum(), (xl, xr, att))
+    # Gradients of shared scores land in slot 0; summed over the slots of each equal row
+    # they are autograd's, and rows that differ get exactly their own.
+    assert torch.allclose(got[2], want[2], atol=1e-5)
+    for g, ww, x in ((got[0], want[0], xl), (got[1], want[1], xr)):
+        same = (x == x[:, :1]).flatten(2).all(-1)  # (N, S)
+        differ = ~same
+        assert torch.allclose(g[differ], ww[differ], atol=1e-5)
+        pooled_got = g[:, 0] + (g * same[..., None, None]).sum(1) - g[:, 0]
+        pooled_want = (ww * same[..., None, None]).sum(1)
+        assert torch.allclose(pooled_got, pooled_want, atol=1e-5)

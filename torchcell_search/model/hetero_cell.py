@@ -178,6 +178,11 @@ class HeteroCell(nn.Module):
                 )
             )
 
+        # Slot 0 is the wildtype and, without batch statistics or dropout, a gene row equal to
+        # slot 0's is the same function of the parameters: its edges' scores are shared.
+        for layer in self.convs:
+            for name in ("physical", "regulatory"):
+                layer[name].conv.share_slot0 = cfg.norm != "batch" and cfg.dropout == 0
         if cfg.kind == "hetero_cell":
             self.global_aggregator = build_pooling(cfg.pooling, H, dropout=cfg.dropout)
             self.set_block = None
