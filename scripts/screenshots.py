@@ -5,6 +5,7 @@ Usage (from the repository root, with the test extra installed)::
     torchcell-search start --study demo --n-trials 8          # a real study, or:
     python scripts/screenshots.py --storage sqlite:///torchcell-search.db --study demo
     python scripts/screenshots.py --synthetic                  # the tests' synthetic 8-trial study
+    python scripts/screenshots.py --synthetic-multi --figure pareto --out-dir /tmp   # one report figure
 
 Chromium runs with networking off for the report, and only against localhost for the dashboard.
 """
@@ -81,11 +82,32 @@ def report_png(storage: str, study: str, out: Path, tmp: Path) -> None:
         drv.quit()
 
 
+def figure_png(storage: str, study: str, figure: str, out: Path, tmp: Path) -> None:
+    """One figure of the report (its ``section-<figure>`` element), as the report draws it."""
+    from torchcell_search.dashboards.report import report_command
+
+    html = report_command(study, storage, out=tmp / "report.html")
+    drv = _browser(tmp / "figure-profile", 1400, 1800)
+    try:
+        drv.get(html.as_uri())
+        _wait(drv, f"return document.querySelectorAll('#section-{figure} svg.main-svg').length >= 1")
+        section = drv.find_element("id", f"section-{figure}")
+        drv.execute_script("arguments[0].scrollIntoView();", section)
+        time.sleep(1.0)
+        section.screenshot(str(out))
+    finally:
+        drv.quit()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", help="Optuna storage URL of an existing study")
     parser.add_argument("--study", default="demo")
     parser.add_argument("--synthetic", action="store_true", help="use the tests' synthetic 8-trial study")
+    parser.add_argument("--synthetic-multi", action="store_true",
+                        help="use the tests' synthetic two-objective study (val/combined/MSE, val/combined/Pearson)")
+    parser.add_argument("--figure", help="write only this report figure (a FIGURES id, e.g. pareto) "
+                                         "to OUT_DIR/report-FIGURE.png")
     parser.add_argument("--out-dir", default=str(ROOT / "docs"))
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
@@ -97,8 +119,18 @@ def main() -> None:
             from tests.dashboards.conftest import build_study
 
             _, storage = build_study(tmp / "search.db", name=args.study, n_trials=8)
+        if args.synthetic_multi:
+            sys.path.insert(0, str(ROOT))
+            from tests.dashboards.conftest import build_multi_study
+
+            _, storage = build_multi_study(tmp / "search.db", name=args.study, n_trials=10)
         if not storage:
-            parser.error("give --storage (and --study) of a real study, or --synthetic")
+            parser.error("give --storage (and --study) of a real study, or --synthetic / --synthetic-multi")
+        if args.figure:
+            out = out_dir / f"report-{args.figure}.png"
+            figure_png(storage, args.study, args.figure, out, tmp)
+            print(out)
+            return
         dashboard_png(storage, args.study, out_dir / "dashboard.png", tmp)
         report_png(storage, args.study, out_dir / "report.png", tmp)
     print(out_dir / "dashboard.png", out_dir / "report.png")

@@ -1,5 +1,8 @@
-"""Shared fixtures: the real data mirror (skipped when absent), a tiny data directory and
-fresh PostgreSQL databases (created and dropped around a test or module).
+"""Shared fixtures: the real data mirror, a tiny data directory and fresh PostgreSQL
+databases (created and dropped around a test or module).
+
+A missing mirror or server skips the test on a developer machine and fails it under
+``CI=true`` (``services.missing_service``).
 
 The writers live in ``datafiles.py`` (import them as ``from datafiles import ...``: several
 ``conftest`` modules exist, so ``from conftest import`` would be ambiguous).
@@ -16,13 +19,15 @@ from pathlib import Path
 import pytest
 
 from datafiles import REAL_DATA_DIR, make_tiny_data_dir
+from services import missing_service
 
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    """The read-only real data mirror at ``../shared/data``; skips the test when absent."""
+    """The read-only real data mirror at ``../shared/data`` (``$TORCHCELL_SEARCH_TEST_DATA``)."""
     if not (REAL_DATA_DIR / "graph").is_dir():
-        pytest.skip(f"real data mirror not found at {REAL_DATA_DIR}")
+        missing_service("the real data mirror", f"no {REAL_DATA_DIR}/graph; clone the repository next to shared/data "
+                        f"or set TORCHCELL_SEARCH_TEST_DATA to the mirror")
     return REAL_DATA_DIR
 
 
@@ -72,7 +77,7 @@ def _pg_database() -> Iterator[str]:
     try:
         _admin(f'CREATE DATABASE "{name}"')
     except sqlalchemy.exc.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({str(e).splitlines()[0]})")
+        missing_service("PostgreSQL at 127.0.0.1:5432", str(e).strip().splitlines()[0])
     try:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     finally:
@@ -86,7 +91,7 @@ def _pg_database() -> Iterator[str]:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """URL of an empty PostgreSQL database that lives for one test; skipped without a server."""
+    """URL of an empty PostgreSQL database that lives for one test (psycopg2 driver named)."""
     with _pg_database() as url:
         yield url
 

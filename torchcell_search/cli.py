@@ -72,6 +72,12 @@ def _set_threads(threads: int | None) -> None:
 # --- subcommand handlers: one call into a package each -------------------------------
 
 
+def _print_notices(notices: Sequence[str] | None) -> None:
+    """Notices (keys of a sweep file not used here, pruning off for several objectives): one line each."""
+    for line in notices or ():
+        print(f"torchcell-search: note: {line}", file=sys.stderr)
+
+
 def _cmd_data_summary(args: argparse.Namespace) -> None:
     from torchcell_search.data.summary import data_summary, format_summary
 
@@ -110,6 +116,9 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
         "sampler", "pruner", "n_trials", "timeout", "seed", "device", "artifacts",
     )
     options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    for name in ("objective", "direction"):  # repeatable: one per objective
+        if isinstance(options.get(name), list) and len(options[name]) == 1:
+            options[name] = options[name][0]
     if getattr(args, "set", None):
         options["overrides"] = _overrides(args.set)
     return options
@@ -119,6 +128,7 @@ def _cmd_create(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import create_study_command
 
     result = create_study_command(args.study, _storage(args), _search_options(args), cache_dir=_cache_dir(args))
+    _print_notices(result.get("notices"))
     print(f"study {result['study']} {'created' if result['created'] else 'exists'} in {result['storage']}")
 
 
@@ -126,7 +136,7 @@ def _cmd_start(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import format_status, start_command
 
     status = start_command(args.study, _storage(args), _search_options(args), jobs=args.jobs,
-                           cache_dir=_cache_dir(args))
+                           cache_dir=_cache_dir(args), notify=lambda line: _print_notices([line]))
     print(format_status(status))
 
 
@@ -158,6 +168,13 @@ def _cmd_best(args: argparse.Namespace) -> None:
     best = best_command(args.study, _storage(args), as_json=args.json)
     if args.json:
         _print_json(best)
+    elif "pareto" in best:
+        aims = ", ".join(f"{o} ({d})" for o, d in zip(best["objectives"], best["directions"]))
+        print(f"Pareto set of {len(best['pareto'])} trial{'s' if len(best['pareto']) != 1 else ''}: {aims}")
+        for row in best["pareto"]:
+            values = ", ".join(f"{o} = {v:.4f}" for o, v in zip(best["objectives"], row["values"]))
+            params = " ".join(f"{k}={v}" for k, v in sorted(row["params"].items()))
+            print(f"  trial {row['number']}: {values}  |  {params}")
     else:
         print(f"best trial {best['number']}: {best['objective']} = {best['value']:.4f}")
         for key, value in sorted(best["params"].items()):
@@ -168,7 +185,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from torchcell_search.search.predict import predict_command
 
     result = predict_command(args.study, _storage(args), trial=args.trial, pairs=Path(args.pairs),
-                             out=Path(args.out), cache_dir=_cache_dir(args))
+                             out=Path(args.out), cache_dir=_cache_dir(args), device=args.device)
     print(f"wrote {result['rows']} predictions of trial {result['trial']} to {result['out']}")
 
 
@@ -178,7 +195,7 @@ def _cmd_slurm(args: argparse.Namespace) -> None:
     slurm_command(
         args.study, _storage(args), array=args.array, partition=args.partition,
         gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, time=args.time,
-        out=Path(args.out) if args.out else None, submit=args.submit,
+        out=Path(args.out) if args.out else None, submit=args.submit, mem=args.mem, gres=args.gres,
     )
 
 
@@ -212,13 +229,18 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     _add_storage(p)
     _add_cache(p)
     p.add_argument("--recipe", help="YAML file holding any of these options together")
-    p.add_argument("--space", help="search space YAML, ours or a W&B sweep file (default: configs/report.yaml)")
+    p.add_argument("--space", help="search space or sweep file: ours, a W&B sweep (nested parameters too) or a Hydra "
+                   "config with the Optuna sweeper; the file's settings are defaults, flags win "
+                   "(default: configs/report.yaml)")
     p.add_argument("--data", help=_DATA_HELP + " (default: demo)")
     p.add_argument("--subset", type=int, help="use N records drawn reproducibly (the report used 25000 and 100000)")
     p.add_argument("--split", choices=("random", "pair", "gene"), help="how records are split (default: random)")
     p.add_argument("--epochs", type=int, help="epochs per trial")
-    p.add_argument("--objective", help="metric to optimise (default: val/gene_interaction/Pearson)")
-    p.add_argument("--direction", choices=("maximize", "minimize"), help="default: from the objective")
+    p.add_argument("--objective", action="append", help="metric to optimise; repeat for a multi-objective study, "
+                   "e.g. --objective val/combined/MSE --objective val/combined/Pearson "
+                   "(default: val/gene_interaction/Pearson)")
+    p.add_argument("--direction", action="append", choices=("maximize", "minimize"),
+                   help="one per --objective, in order (default: from each objective's name)")
     p.add_argument("--sampler", choices=("tpe", "random", "grid"), help="default: tpe")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: median")
     p.add_argument("--n-trials", type=int, help="total trial budget of the study, across all workers")
@@ -278,7 +300,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_create)
     p = sub.add_parser("start", help="create or resume a study and run trials in this process")
     _add_study_options(p)
-    p.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    p.add_argument("--jobs", type=int, help="local worker processes, one torch thread each "
+                   "(default: as many as this machine has cores, never more than the study's trials)")
     p.set_defaults(func=_cmd_start)
 
     p = sub.add_parser("worker", help="join an existing study and run trials until its budget is reached")
@@ -301,15 +324,20 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     p.add_argument("--pairs", required=True, help="TSV with columns query_orf, array_orf")
     p.add_argument("--out", required=True, help="TSV to write")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("slurm", help="write (and optionally submit) an sbatch array whose tasks run workers")
+    p = sub.add_parser("slurm", help="write (and optionally submit) an sbatch array whose tasks run workers; "
+                       "a study made from a Hydra file takes its launcher settings as defaults (flags win)")
     p.add_argument("--study", required=True)
     _add_storage(p)
-    p.add_argument("--array", required=True, help="task range, e.g. 0-7 or 0-31%%8")
+    p.add_argument("--array", help="task range, e.g. 0-7 or 0-31%%8 (default: 0-<n_jobs-1> of the study's Hydra "
+                   "sweeper; else required)")
     p.add_argument("--partition")
-    p.add_argument("--gpus-per-task", type=int)
-    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--gpus-per-task", type=int, help="GPUs per array task (written with --ntasks=1)")
+    p.add_argument("--gres", help="generic resources per array task, e.g. gpu:1 or gpu:a100:1")
+    p.add_argument("--cpus-per-task", type=int, help="CPUs per array task; the worker's torch threads")
+    p.add_argument("--mem", help="memory per array task, e.g. 16G")
     p.add_argument("--time", help="wall time per task, e.g. 04:00:00")
     p.add_argument("--out", help="script path (default: <study>.sbatch)")
     p.add_argument("--submit", action="store_true", help="submit with sbatch")

@@ -24,12 +24,17 @@ from typing import Any, Mapping
 from torchcell_search.errors import ConfigError
 
 __all__ = [
+    "ACTIVATION_NAMES",
     "LossConfig",
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
     "parameter_keys",
 ]
+
+
+#: ``model.activation`` names; ``model/head.py`` holds the matching registry (tested equal).
+ACTIVATION_NAMES: tuple[str, ...] = ("relu", "gelu", "silu", "leaky_relu", "tanh", "sigmoid", "elu")
 
 
 def _key(key: str, *, choices: tuple[Any, ...] | None = None, low: float | None = None) -> dict:
@@ -68,6 +73,40 @@ class ModelConfig:
     # Read collaborative-filtering features of each pair, fitted on the train split's
     # interaction profiles (model/collaborative.py), beside the graph embeddings.
     profile_features: bool = field(default=False, metadata=_key("model.profile_features"))
+    # --- TorchCell HeteroCell options (issue 12), named with TorchCell's dotted keys. ---
+    # Nonlinearity of the PreProcessor, conv blocks and head (registry: model/activations.py).
+    activation: str = field(default="relu", metadata=_key("model.activation", choices=ACTIVATION_NAMES))
+    # Linear layers of the prediction head in all (TorchCell's count): head_num_layers - 1
+    # hidden blocks, then the output Linear. 4 is the report's head.
+    head_num_layers: int = field(default=4, metadata=_key("model.prediction_head_config.head_num_layers", low=1))
+    # x + block(x) around every hidden head block whose input and output widths agree.
+    head_residual: bool = field(default=False, metadata=_key("model.prediction_head_config.residual"))
+    # None: inherit model.norm / model.dropout / model.activation (TorchCell's own fallback).
+    head_norm: str | None = field(
+        default=None, metadata=_key("model.prediction_head_config.head_norm", choices=("layer", "batch", "none", None))
+    )
+    head_dropout: float | None = field(default=None, metadata=_key("model.prediction_head_config.dropout", low=0.0))
+    head_activation: str | None = field(
+        default=None, metadata=_key("model.prediction_head_config.activation", choices=(*ACTIVATION_NAMES, None))
+    )
+    # Set-transformer pooling (PyG SetTransformerAggregation's arguments, plus ISAB). None:
+    # the model.pooling preset's value (model/pooling.py POOLINGS); model.dropout for dropout.
+    pool_num_induced_points: int | None = field(
+        default=None, metadata=_key("model.global_aggregator_config.num_induced_points", low=1)
+    )
+    pool_layer_norm: bool | None = field(default=None, metadata=_key("model.global_aggregator_config.layer_norm"))
+    pool_num_encoder_blocks: int | None = field(
+        default=None, metadata=_key("model.global_aggregator_config.num_encoder_blocks", low=0)
+    )
+    pool_heads: int | None = field(default=None, metadata=_key("model.global_aggregator_config.heads", low=1))
+    pool_num_decoder_blocks: int | None = field(
+        default=None, metadata=_key("model.global_aggregator_config.num_decoder_blocks", low=0)
+    )
+    pool_num_seed_points: int | None = field(
+        default=None, metadata=_key("model.global_aggregator_config.num_seed_points", low=1)
+    )
+    pool_use_isab: bool | None = field(default=None, metadata=_key("model.global_aggregator_config.use_isab"))
+    pool_dropout: float | None = field(default=None, metadata=_key("model.global_aggregator_config.dropout", low=0.0))
 
 
 @dataclass(frozen=True)
@@ -82,6 +121,9 @@ class LossConfig:
     uncertainty_weighting: bool = field(default=False, metadata=_key("regression_task.uncertainty_weighting"))
     # Z-score labels with train statistics (the report applies it in all later experiments).
     standardize_labels: bool = field(default=True, metadata=_key("regression_task.standardize_labels"))
+    # TorchCell's label weighting: label t weighs w_t = 1 - n_t / sum_s n_s (n_t = records
+    # with label t), normalised to sum 1, in every term (model/losses.py). Off: equal weights.
+    weighted_phenotype_loss: bool = field(default=False, metadata=_key("regression_task.is_weighted_phenotype_loss"))
 
 
 @dataclass(frozen=True)
@@ -92,13 +134,29 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata=_key("data_module.batch_size", low=1))
     lr: float = field(default=1e-3, metadata=_key("optimizer.lr", low=0.0))
     weight_decay: float = field(default=1e-5, metadata=_key("optimizer.weight_decay", low=0.0))
-    lr_schedule: str = field(default="cosine", metadata=_key("trainer.lr_schedule", choices=("cosine", "constant")))
+    lr_schedule: str = field(
+        default="cosine", metadata=_key("trainer.lr_schedule", choices=("cosine", "constant", "plateau"))
+    )
     warmup_epochs: int = field(default=0, metadata=_key("trainer.warmup_epochs", low=0))
     grad_clip: float = field(default=1.0, metadata=_key("trainer.grad_clip", low=0.0))
     # Stop after this many epochs without a better validation objective; 0 disables it.
     patience: int = field(default=0, metadata=_key("trainer.patience", low=0))
     seed: int = field(default=0, metadata=_key("seed"))
     device: str = field(default="auto", metadata=_key("trainer.device", choices=("auto", "cpu", "cuda")))
+    # Optimiser (TorchCell's regression_task.optimizer.type).
+    optimizer: str = field(default="AdamW", metadata=_key("optimizer.type", choices=("AdamW", "Adam")))
+    # ReduceLROnPlateau (trainer.lr_schedule=plateau), stepped on val/loss once per epoch.
+    # Defaults: TorchCell's hetero_cell.yaml (torch's own are factor 0.1, patience 10, cooldown 0, min_lr 0, eps 1e-8).
+    plateau_mode: str = field(default="min", metadata=_key("regression_task.lr_scheduler.mode", choices=("min", "max")))
+    plateau_factor: float = field(default=0.2, metadata=_key("regression_task.lr_scheduler.factor", low=0.0))
+    plateau_patience: int = field(default=3, metadata=_key("regression_task.lr_scheduler.patience", low=0))
+    plateau_threshold: float = field(default=1e-4, metadata=_key("regression_task.lr_scheduler.threshold", low=0.0))
+    plateau_threshold_mode: str = field(
+        default="rel", metadata=_key("regression_task.lr_scheduler.threshold_mode", choices=("rel", "abs"))
+    )
+    plateau_cooldown: int = field(default=2, metadata=_key("regression_task.lr_scheduler.cooldown", low=0))
+    plateau_min_lr: float = field(default=1e-9, metadata=_key("regression_task.lr_scheduler.min_lr", low=0.0))
+    plateau_eps: float = field(default=1e-10, metadata=_key("regression_task.lr_scheduler.eps", low=0.0))
 
 
 _SECTIONS = (("model", ModelConfig), ("loss", LossConfig), ("train", TrainConfig))
@@ -121,8 +179,17 @@ def parameter_keys() -> list[str]:
 
 
 def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
-    """Check ``value`` against the field's type, choices and bound; return it in that type."""
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    """Check ``value`` against the field's type, choices and bound; return it in that type.
+
+    A field typed ``X | None`` also takes ``None`` (YAML ``null``, ``--set key=null``), which
+    means "inherit" (see the field's comment); the string ``"none"`` stays a string.
+    """
+    name = f.type if isinstance(f.type, str) else f.type.__name__
+    if name.endswith(" | None"):
+        if value is None or (isinstance(value, str) and value.lower() == "null"):
+            return None
+        name = name[: -len(" | None")]
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[name]
     if kind is bool:
         if isinstance(value, bool):
             out: Any = value

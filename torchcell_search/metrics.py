@@ -14,7 +14,7 @@ import torch
 
 from torchcell_search.data.types import LABELS
 
-__all__ = ["METRICS", "metric_name", "regression_metrics"]
+__all__ = ["METRICS", "combined_metrics", "metric_name", "regression_metrics"]
 
 METRICS: tuple[str, str, str] = ("MSE", "Pearson", "Spearman")
 
@@ -72,3 +72,43 @@ def regression_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | n
         out[metric_name(split, label, "Pearson")] = _pearson(pj, tj)
         out[metric_name(split, label, "Spearman")] = _pearson(_ranks(pj), _ranks(tj)) if pj.size >= 2 else math.nan
     return out
+
+
+def combined_metrics(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    mean: torch.Tensor | np.ndarray,
+    std: torch.Tensor | np.ndarray,
+    split: str,
+) -> dict[str, float]:
+    """MSE and Pearson of both labels pooled into one vector: TorchCell's ``<split>/transformed/combined``.
+
+    Predictions and labels of each label are z-scored with the training split's ``mean`` and
+    ``std``; the records with both labels present are flattened into one vector of
+    ``2 * R_both`` values and scored, so a model is rewarded for both labels on a common
+    scale. As TorchCell (``torchcell/trainers/fit_int_hetero_cell.py``:
+    ``combined_mask = ~isnan(targets).any(dim=1)``), a record missing either label is left
+    out. TorchCell's Hydra sweep returns these two values (MSE to minimise, Pearson to
+    maximise) as its objectives.
+
+    Args:
+        pred: ``(R, 2)`` predictions on the original scale.
+        target: ``(R, 2)`` labels on the original scale, NaN where missing.
+        mean, std: ``(2,)`` per-label training statistics (``Standardiser.fit`` of the train labels).
+        split: prefix of the names.
+
+    Returns:
+        ``{"<split>/combined/MSE": ..., "<split>/combined/Pearson": ...}`` (NaN MSE without a
+        complete record, NaN Pearson with fewer than two values).
+    """
+    def array(x: torch.Tensor | np.ndarray) -> np.ndarray:
+        return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+
+    p, t, mu, sd = array(pred), array(target), array(mean), array(std)
+    both = np.isfinite(t).all(axis=1)  # (R,) records with every label
+    zp = ((p[both] - mu) / sd).reshape(-1)  # (2 R_both,) pooled
+    zt = ((t[both] - mu) / sd).reshape(-1)
+    return {
+        metric_name(split, "combined", "MSE"): float(np.mean((zp - zt) ** 2)) if zt.size else math.nan,
+        metric_name(split, "combined", "Pearson"): _pearson(zp, zt),
+    }

@@ -17,9 +17,14 @@ from pathlib import Path
 import optuna
 import pytest
 
+from services import missing_service
+
 pytestmark = pytest.mark.browser
 
-webdriver = pytest.importorskip("selenium.webdriver")
+try:
+    from selenium import webdriver
+except ImportError:
+    missing_service("selenium", "pip install -e '.[test]'", allow_module_level=True)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -35,7 +40,8 @@ _FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-
 _OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9")
 
 if not (_CHROMIUM and _DRIVER):
-    pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
+    missing_service("Chromium", "chromium and chromedriver are not on PATH (apt-get install chromium chromium-driver)",
+                    allow_module_level=True)
 
 
 def _browser(tmp_path: Path, *, offline: bool = False) -> webdriver.Chrome:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import pytest
 from optuna.trial import TrialState
 
-from tests.dashboards.conftest import BASELINES, PRUNE_AT, add_trial
+from tests.dashboards.conftest import BASELINES, MULTI_OBJECTIVES, PRUNE_AT, add_trial, build_multi_study
 from torchcell_search.dashboards import figures as F
 from torchcell_search.dashboards._study import study_artifact_store
 from torchcell_search.dashboards.integration import graph_object_ids, refresh_dashboard, stored_figures
@@ -235,3 +235,74 @@ def test_refresh_repairs_a_torn_figure(fresh_study: tuple[optuna.Study, str]) ->
     assert "torchcell-pareto" not in stored_figures(study)
     refresh_dashboard(study)
     assert json.dumps(stored_figures(study)["torchcell-pareto"])
+
+
+# ---------------------------------------------------------------- multi-objective studies
+
+
+def _optuna_front(study: optuna.Study) -> set[tuple[float, float]]:
+    """The 'Best Trial' points of Optuna's own plot_pareto_front."""
+    fig = optuna.visualization.plot_pareto_front(study)
+    best = next(t for t in fig.data if "<extra>Best Trial</extra>" in (t.hovertemplate or ""))
+    return {(round(x, 5), round(y, 5)) for x, y in zip(best.x, best.y)}
+
+
+def test_multi_objective_pareto_figure_is_optunas_front(multi_study: tuple[optuna.Study, str]) -> None:
+    study, _ = multi_study
+    fig = F.fig_pareto(study)
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    # The front is Optuna's: study.best_trials, and the points its plot_pareto_front marks best.
+    assert front.meta["pareto_trials"] == sorted((t.number for t in study.best_trials),
+                                                 key=lambda n: (study.trials[n].values[0], n))
+    assert {(x, y) for x, y in zip(front.x, front.y)} == _optuna_front(study)
+    assert 1 < len(front.x) < len(study.trials)  # a real trade-off, not one winner
+    # the axes are the study's objectives with their directions, not the single-objective pair
+    assert fig.layout.xaxis.title.text == "val/combined/MSE (lower is better)"
+    assert fig.layout.yaxis.title.text == "val/combined/Pearson (higher is better)"
+    others = next(t for t in fig.data if t.name == "trials")
+    assert len(others.x) + len(front.x) == len(study.trials)
+
+
+def test_multi_objective_names_fall_back_to_optunas_directions(tmp_path: Path) -> None:
+    study, _ = build_multi_study(tmp_path / "s.db", n_trials=6, stored_names=False)
+    # no objectives/directions stored: the directions come from study.directions
+    assert F._objectives(study) == [("objective 0", False), ("objective 1", True)]
+    fig = F.fig_pareto(study)
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    assert set(front.meta["pareto_trials"]) == {t.number for t in study.best_trials}
+    assert fig.layout.yaxis.title.text == "objective 1 (higher is better)"
+
+
+def test_multi_objective_ranking_puts_the_pareto_set_first(multi_study: tuple[optuna.Study, str]) -> None:
+    study, _ = multi_study
+    ranked = [t.number for t in F._ranked(study)]
+    front = {t.number for t in study.best_trials}
+    assert set(ranked[: len(front)]) == front and sorted(ranked) == [t.number for t in study.trials]
+    # each part ordered by the first objective (val/combined/MSE, minimised)
+    first = [study.trials[n].values[0] for n in ranked[: len(front)]]
+    assert first == sorted(first)
+
+
+@pytest.mark.parametrize("name", list(F.FIGURES))
+def test_every_figure_draws_a_multi_objective_study(name: str, multi_study: tuple[optuna.Study, str]) -> None:
+    study, url = multi_study
+    store = study_artifact_store(study, url)
+    fig = F.FIGURES[name](study, artifact_store=store) if name == "predictions" else F.FIGURES[name](study)
+    # trial.value raises on a multi-objective trial; no figure may touch it
+    assert isinstance(fig, go.Figure) and fig.data
+
+
+def test_parallel_coordinates_show_the_objectives(multi_study: tuple[optuna.Study, str]) -> None:
+    study, _ = multi_study
+    fig = F.fig_parallel_coordinates(study)
+    labels = [d.label for d in fig.data[0].dimensions]
+    assert labels[-2:] == MULTI_OBJECTIVES
+    # coloured by the first objective's values
+    assert list(fig.data[0].line.color) == F._round([t.values[0] for t in study.trials])
+
+
+def test_refresh_stores_the_figures_of_a_multi_objective_study(tmp_path: Path) -> None:
+    study, _ = build_multi_study(tmp_path / "s.db", n_trials=4)
+    refresh_dashboard(study)
+    stored = stored_figures(optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 's.db'}"))
+    assert set(stored) == set(graph_object_ids())

@@ -118,3 +118,21 @@ def test_dashboard_port_in_use_is_a_config_error(demo_study: tuple[optuna.Study,
         s.listen()
         with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
             dashboard_command("demo", url, port=s.getsockname()[1])
+
+
+def test_report_of_a_two_objective_study_shows_its_pareto_set(multi_study: tuple[optuna.Study, str],
+                                                              tmp_path: Path) -> None:
+    study, url = multi_study
+    out = report_command(study.study_name, url, out=tmp_path / "pair.html")
+    text = out.read_text(encoding="utf-8")
+    front = sorted(t.number for t in study.best_trials)
+    # the header names both objectives with their directions and lists Optuna's Pareto set
+    assert "objectives val/combined/MSE (minimize), val/combined/Pearson (maximize)" in text
+    assert re.search(r"id='pareto-set'>([^<]*)<", text).group(1) == ", ".join(f"#{n}" for n in front)
+    # one value column per objective; the Pareto set's rows are the best rows
+    table = text[text.index('id="trials"'):]
+    assert "<th>value: val/combined/MSE</th><th>value: val/combined/Pearson</th>" in table
+    best_rows = re.findall(r'<tr class="best"><td class="num" data-value="(\d+)"', table)
+    assert sorted(map(int, best_rows)) == front
+    # the Pareto figure is the objectives' front
+    assert "Pareto front of the study" in text

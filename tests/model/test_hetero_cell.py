@@ -148,6 +148,78 @@ def test_buffers_follow_the_module() -> None:
     assert {"physical_index", "regulatory_index", "gpr_index", "metabolism_index", "stoichiometry"} <= names
 
 
+def test_activation_reaches_preprocessor_convs_and_head() -> None:
+    model = build_model(tiny_graph(), dataclasses.replace(SMALL, activation="gelu"))
+    acts = [type(m.act) for m in model.modules() if hasattr(m, "act") and isinstance(m.act, torch.nn.Module)]
+    # PreProcessor, 4 relations x 2 layers, and the head (it inherits model.activation when null)
+    assert acts == [torch.nn.GELU] * (1 + 4 * 2 + 1)
+    torch.manual_seed(0)
+    relu = build_model(tiny_graph(), SMALL)
+    torch.manual_seed(0)
+    gelu = build_model(tiny_graph(), dataclasses.replace(SMALL, activation="gelu"))
+    masks = reference_masks(tiny_graph(), GENES)
+    # same weights (activations have none), different function
+    assert not torch.allclose(relu(GENES, masks).pred, gelu(GENES, masks).pred)
+
+
+def test_head_options_inherit_the_model_when_null_and_override_when_set() -> None:
+    inherit = build_model(tiny_graph(), dataclasses.replace(SMALL, norm="batch", activation="tanh", dropout=0.2))
+    head = inherit.prediction_head
+    assert (head.norm_name, head.activation_name, head.dropout.p) == ("batch", "tanh", 0.2)
+    own = build_model(tiny_graph(), dataclasses.replace(
+        SMALL, norm="batch", activation="tanh", dropout=0.2,
+        head_norm="none", head_activation="silu", head_dropout=0.0, head_num_layers=2, head_residual=True))
+    head = own.prediction_head
+    assert (head.norm_name, head.activation_name, head.dropout.p, head.residual) == ("none", "silu", 0.0, True)
+    assert len(head.lins) == 1 and head.skips == [True]
+    # the rest of the model keeps model.norm / model.activation
+    assert type(own.preprocessor.act) is torch.nn.Tanh
+
+
+def test_head_num_layers_sets_the_head_size() -> None:
+    def head_params(n: int) -> int:
+        return build_model(tiny_graph(), dataclasses.replace(SMALL, head_num_layers=n)).parameter_breakdown()["prediction_head"]
+
+    # each extra hidden block: Linear(8, 8) + LayerNorm(8) = 72 + 16
+    assert head_params(4) - head_params(2) == 2 * (72 + 16)
+    assert head_params(1) == 8 * 2 + 2
+
+
+def test_batch_head_norm_trains_on_a_batch_of_one() -> None:
+    graph = tiny_graph()
+    model = build_model(graph, dataclasses.replace(SMALL, head_norm="batch")).train()
+    genes = GENES[:1]
+    out = model(genes, reference_masks(graph, genes))
+    out.pred.sum().backward()
+    assert torch.isfinite(out.pred).all()
+
+
+def test_global_aggregator_config_drives_the_pooling() -> None:
+    cfg = dataclasses.replace(SMALL, pooling="sorted_set_transformer", pool_use_isab=False, pool_num_encoder_blocks=1,
+                              pool_num_decoder_blocks=1, pool_num_seed_points=2, pool_heads=2, pool_layer_norm=True,
+                              pool_dropout=0.25)
+    model = build_model(tiny_graph(), cfg)
+    pool = model.global_aggregator
+    assert (pool.encoder, len(pool.encoders), len(pool.decoders), pool.pma.seed.size(1), pool.heads) == ("sab", 1, 1, 2, 2)
+    assert pool.pma.mab.layer_norm1 is not None and pool.pma.mab.dropout == 0.25
+    out = model(GENES, reference_masks(tiny_graph(), GENES))
+    assert out.pred.shape == (3, 2) and out.z_p.shape == (3, 8)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(pooling="attentional", pool_num_seed_points=2), "global_aggregator_config.num_seed_points"),
+        (dict(kind="perturbation_set", pool_use_isab=True), "global_aggregator_config.use_isab"),
+        (dict(kind="perturbation_set", pool_dropout=0.1), "global_aggregator_config.dropout"),
+        (dict(activation="swish"), "model.activation"),
+    ],
+)
+def test_options_the_model_cannot_take_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_model(tiny_graph(), dataclasses.replace(SMALL, **changes))
+
+
 @pytest.mark.parametrize("pooling", ["attentional", "sorted_set_transformer"])
 def test_shared_wildtype_work_gives_the_per_slot_gradients(pooling: str) -> None:
     torch.manual_seed(0)

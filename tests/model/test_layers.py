@@ -12,7 +12,6 @@ from torchcell_search.model.layers import (
     BatchedGATv2Conv,
     MaskedBatchNorm,
     PreProcessor,
-    PredictionHead,
     StoichHypergraphConv,
     build_norm,
     masked_softmax,
@@ -151,10 +150,7 @@ def test_preprocessor_has_one_norm_per_layer() -> None:
     assert sum(p.numel() for p in pre.parameters()) == 2 * (8 * 8 + 8) + 2 * 16
 
 
-def test_prediction_head_shape_and_repr() -> None:
-    head = PredictionHead(16, 8, 2, num_layers=4)
-    assert head(torch.randn(5, 16)).shape == (5, 2)
-    assert repr(head) == "PredictionHead(16 -> 8 -> 8 -> 8, out=2, norm=_LayerNorm)"
+def test_gatv2_repr() -> None:
     assert repr(BatchedGATv2Conv(8, 4, heads=2)) == "BatchedGATv2Conv(8, 4, heads=2, concat=True, add_self_loops=True)"
 
 

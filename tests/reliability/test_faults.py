@@ -87,16 +87,18 @@ def test_sigterm_preempts_at_the_next_epoch_and_hands_the_trial_back(
     ckpt = art / "epoch-checkpoints" / "pre" / "trial-0.pt"
     a = spawn_worker("pre", pg_url, **FAST_HEARTBEAT)
     _wait_for(ckpt, a)
-    started = time.monotonic()
+    at_signal = _saved_epoch(ckpt)
     a.send_signal(signal.SIGTERM)
-    out, err = a.communicate(timeout=60)
+    out, err = a.communicate(timeout=300)
     # a clean stop at the end of the running epoch: status 0, one line saying so
     assert a.returncode == 0, err[-3000:]
     assert "handed back for retry" in err and "Traceback" not in err
-    assert time.monotonic() - started < 30
     trials = _trials(pg_url, "pre")
     assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs["stopped_reason"] == "preempted"
+    # it stopped at the next epoch boundary: after the last checkpoint seen before the signal,
+    # at most the epoch then running was finished and reported
+    assert len(trials[0].intermediate_values) <= at_signal + 2
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].system_attrs["retry_history"] == [0]
     saved = _saved_epoch(ckpt)  # kept for the retry
@@ -152,11 +154,11 @@ def test_database_restart_loses_nothing(pg_url: str, tmp_path: Path, spawn_worke
             assert set(values) == {0, 1, 2} and n_artifacts == 2
 
 
-def test_unreachable_database_fails_fast_with_one_line(cli) -> None:
-    started = time.monotonic()
-    r = cli("status", "--study", "s", storage="postgresql+psycopg2://postgres@127.0.0.1:1/db", timeout=60)
-    # exit 2 within 15 s, one readable line, no traceback
-    assert r.returncode == 2 and time.monotonic() - started < 15
+def test_unreachable_database_fails_with_one_line(cli) -> None:
+    r = cli("status", "--study", "s", storage="postgresql+psycopg2://postgres@127.0.0.1:1/db", timeout=300)
+    # exit 2, one readable line, no traceback (how fast: benchmarks/bench_fail_fast.py; what bounds
+    # it, the connect timeout and no retry on open: tests/storage/test_urls.py)
+    assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "cannot open storage" in r.stderr
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services import missing_service
 from tests.reliability.conftest import child_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -25,7 +26,7 @@ def test_sixteen_workers_run_each_grid_point_exactly_once() -> None:
     r = subprocess.run([sys.executable, str(BENCH), "--workers", "16", "--trials", "48", "--modes", "service",
                         "--json"], capture_output=True, text=True, timeout=600, env=child_env())
     if r.returncode != 0 and "could not connect" in r.stderr:
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+        missing_service("PostgreSQL at 127.0.0.1:5432", r.stderr.strip().splitlines()[-1])
     assert r.returncode == 0, r.stderr[-3000:]
     load = json.loads(r.stdout.strip().splitlines()[-1])["loads"][0]
     # every worker exited cleanly

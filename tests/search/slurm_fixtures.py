@@ -6,7 +6,15 @@ files) inside one temporary directory and on free ports, points ``SLURM_CONF`` a
 ``slurm.conf`` for the rest of the session and waits until ``sinfo`` shows the node idle.
 It stops the daemons and removes the directory at the end.
 
-- No ``slurmctld`` on the machine: the tests that use it are skipped.
+The node is configured like a small GPU node of a real cluster, so the controller itself
+accepts or rejects the GPU, memory and time options a script asks for: two count-only
+GPUs (``GresTypes=gpu``, ``Gres=gpu:2``, a ``gres.conf`` whose ``File=`` entries are empty
+placeholder files, since Slurm 22.05 drops count-only GPU lines; there is no CUDA here, so a
+worker given a GPU falls back to the CPU), 2 CPUs, 4000 MB of schedulable
+memory (``CR_Core_Memory``, 500 MB per CPU by default) and a partition limit of 60 minutes
+that is enforced at submission (``EnforcePartLimits=ALL``).
+
+- No ``slurmctld`` on the machine: the tests that use it are skipped (fail under ``CI=true``).
 - Installed but the cluster does not come up: the fixture fails with the daemons' log tails.
 - Leftovers of an earlier run that was killed (its pytest process is gone) are stopped
   and removed first; clusters of other live test sessions are left alone, so parallel
@@ -31,6 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from services import missing_service
+
 __all__ = ["SlurmCluster", "slurm_cluster", "wait_for_job"]
 
 # Short parent path: a unix socket path must stay under 108 bytes.
@@ -38,6 +48,8 @@ _PARENT = Path(tempfile.gettempdir()) / "tcs-slurm"
 _OWNER = "owner.pid"
 _DAEMON_PIDS = "daemons.pid"
 _START_TIMEOUT_S = 60.0
+#: The node's resources, as sbatch sees them.
+NODE_CPUS, NODE_GPUS, NODE_MEMORY_MB, PARTITION_MAX_MINUTES = 2, 2, 4000, 60
 
 
 @dataclass
@@ -149,7 +161,10 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=500
+GresTypes=gpu
+EnforcePartLimits=ALL
 SchedulerType=sched/backfill
 ReturnToService=2
 StateSaveLocation={root}/state
@@ -166,9 +181,18 @@ InactiveLimit=0
 KillWait=5
 MinJobAge=600
 MessageTimeout=20
-NodeName={node} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+NodeName={node} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} Gres=gpu:{NODE_GPUS} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime={PARTITION_MAX_MINUTES} State=UP
 """
+
+
+def _gres_conf(root: Path, node: str) -> str:
+    # Slurm 22.05's gres/gpu plugin drops a GPU line without File= ("Removing file-less GPU
+    # gpu:(null) from final GRES list") and the node then drains, so each GPU names an empty
+    # placeholder file. Nothing opens them (task/none binds no devices); the scheduler counts them.
+    for i in range(NODE_GPUS):
+        (root / f"fakegpu{i}").touch()
+    return f"AutoDetect=off\nNodeName={node} Name=gpu Count={NODE_GPUS} File={root}/fakegpu[0-{NODE_GPUS - 1}]\n"
 
 
 def start_cluster() -> SlurmCluster:
@@ -185,6 +209,7 @@ def start_cluster() -> SlurmCluster:
     key.chmod(0o600)
     conf = root / "slurm.conf"
     conf.write_text(_slurm_conf(root, node, _free_port(), _free_port(), munge_socket))
+    (root / "gres.conf").write_text(_gres_conf(root, node))  # read from slurm.conf's directory
     cluster = SlurmCluster(root=root, conf=conf, node=node)
     env = cluster.env
     commands = {
@@ -262,7 +287,8 @@ def wait_for_job(cluster: SlurmCluster, job_id: str, *, timeout: float = 120.0,
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """A running single-node cluster; ``SLURM_CONF`` is set in ``os.environ`` while it runs."""
     if shutil.which("slurmctld") is None or shutil.which("munged") is None:
-        pytest.skip("Slurm is not installed (apt-get install slurm-wlm munge; see scripts/setup-system.sh)")
+        missing_service("Slurm", "slurmctld or munged not on PATH (apt-get install slurm-wlm munge; "
+                        "see scripts/setup-system.sh)")
     try:
         cluster = start_cluster()
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:

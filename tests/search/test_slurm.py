@@ -7,7 +7,6 @@ commands of ``torchcell_search.search.study``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -43,17 +42,26 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_script_runs_one_worker_per_array_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _slurm("--study", "fit-int", "--array", "0-31%4", "--storage", _UNREACHABLE, "--partition", "gpu",
-                  "--gpus-per-task", "1", "--cpus-per-task", "4", "--time", "1-04:00:00") == 0
+                  "--gpus-per-task", "1", "--cpus-per-task", "4", "--mem", "32G", "--time", "1-04:00:00") == 0
     text = (tmp_path / "fit-int.sbatch").read_text()
     directives = re.findall(r"^#SBATCH (\S+)$", text, flags=re.M)
-    # The array, names, per-task log, environment export and preemption signal are all requested.
-    assert directives[:5] == ["--job-name=fit-int", "--array=0-31%4", "--output=fit-int-%A_%a.out",
-                              "--export=ALL", "--signal=B:TERM@120"]
-    assert set(directives[5:]) == {"--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=4", "--time=1-04:00:00"}
+    # The array, names, per-task log, environment export, preemption signal and one task per
+    # array element (what makes --gpus-per-task valid) are always requested.
+    assert directives[:6] == ["--job-name=fit-int", "--array=0-31%4", "--output=fit-int-%A_%a.out",
+                              "--export=ALL", "--signal=B:TERM@120", "--ntasks=1"]
+    assert set(directives[6:]) == {"--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=4", "--mem=32G",
+                                   "--time=1-04:00:00"}
     # The worker is exec'd (so SIGTERM reaches it) from this environment's absolute path.
     last = text.rstrip().splitlines()[-1]
     assert re.fullmatch(r"exec /\S+ worker --study fit-int", last), last
     assert os.access(last.split()[1], os.X_OK)
+
+
+def test_gres_form_is_written_per_task(tmp_path: Path) -> None:
+    assert _slurm("--study", "s", "--array", "0-3", "--gres", "gpu:a100:1") == 0
+    directives = re.findall(r"^#SBATCH (\S+)$", (tmp_path / "s.sbatch").read_text(), flags=re.M)
+    assert "--gres=gpu:a100:1" in directives and "--ntasks=1" in directives
+    assert not any(d.startswith("--gpus-per-task") for d in directives)
 
 
 def test_script_never_holds_the_storage_url_or_its_password(tmp_path: Path,
@@ -118,6 +126,9 @@ def test_signal_comes_before_short_time_limits(time: str, lead: int, tmp_path: P
         (["--array", "0-3", "--time", "1-30:00:00"], "--time '1-30:00:00': hours must be below 24"),
         (["--array", "0-3", "--cpus-per-task", "0"], "--cpus-per-task 0: must be at least 1"),
         (["--array", "0-3", "--partition", "a b"], "--partition 'a b': expected a partition name"),
+        (["--array", "0-3", "--mem", "lots"], "--mem 'lots': expected a size such as 16G"),
+        (["--array", "0-3", "--mem", "0G"], "--mem '0G': expected a size"),
+        (["--array", "0-3", "--gres", "gpu 1"], "--gres 'gpu 1': expected NAME[:TYPE]:COUNT"),
         (["--array", "0-3", "--submit"], "--submit: no storage URL; export TORCHCELL_SEARCH_STORAGE"),
         (["--array", "0-3", "--storage", "sqlite:///missing.db"], "study 's' not found: sqlite:///missing.db does not exist"),
         (["--array", "0-3", "--out", "no/such/dir/s.sbatch"], "directory"),
@@ -195,32 +206,129 @@ def test_rejected_submission_exits_2_without_the_password(slurm_cluster: SlurmCl
     assert "s3cr3t-pw" not in err
 
 
+def _submit_test_only(cluster: SlurmCluster, script: Path) -> subprocess.CompletedProcess[str]:
+    """``sbatch --test-only``: the controller validates the job and schedules nothing."""
+    return subprocess.run(["sbatch", "--test-only", str(script)], env=cluster.env, capture_output=True, text=True,
+                          timeout=30, cwd=script.parent)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("options", [
+    ["--gpus-per-task", "1"], ["--gpus-per-task", "2", "--cpus-per-task", "2"], ["--gres", "gpu:1"],
+    ["--mem", "1G"], ["--time", "30"], ["--gpus-per-task", "1", "--cpus-per-task", "1", "--mem", "1000M",
+                                         "--time", "00:20:00"],
+], ids=lambda o: " ".join(o))
+def test_controller_accepts_the_generated_resource_requests(slurm_cluster: SlurmCluster, tmp_path: Path,
+                                                            options: list[str]) -> None:
+    assert _slurm("--study", "s", "--array", "0-3", *options) == 0
+    res = _submit_test_only(slurm_cluster, tmp_path / "s.sbatch")
+    # The GRES-configured controller (2 GPUs, 2 CPUs, 4000 MB, 60 min) would start it.
+    assert res.returncode == 0 and "to start at" in res.stderr, res.stderr
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(("options", "reason"), [
+    (["--gpus-per-task", "3"], "Requested node configuration is not available"),
+    (["--gres", "gpu:3"], "Requested node configuration is not available"),
+    (["--mem", "10G"], "Requested node configuration is not available"),
+    (["--time", "90"], "Requested time limit is invalid"),
+], ids=lambda o: " ".join(o) if isinstance(o, list) else "")
+def test_controller_rejects_requests_the_node_cannot_meet(slurm_cluster: SlurmCluster, tmp_path: Path,
+                                                          options: list[str], reason: str) -> None:
+    assert _slurm("--study", "s", "--array", "0-3", *options) == 0
+    res = _submit_test_only(slurm_cluster, tmp_path / "s.sbatch")
+    # The controller, not our code, refuses: the options reach it as written.
+    assert res.returncode != 0 and reason in res.stderr, res.stderr
+
+
+@pytest.mark.slurm
+def test_gpus_per_task_without_a_task_count_is_rejected_by_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    assert _slurm("--study", "s", "--array", "0-3", "--gpus-per-task", "1") == 0
+    script = tmp_path / "s.sbatch"
+    accepted = _submit_test_only(slurm_cluster, script)
+    # The script as generated is accepted; without its --ntasks=1 line (the old script) Slurm refuses it.
+    script.write_text(script.read_text().replace("#SBATCH --ntasks=1\n", ""))
+    refused = _submit_test_only(slurm_cluster, script)
+    assert accepted.returncode == 0, accepted.stderr
+    assert refused.returncode != 0 and "--gpus-per-task used without either --gpus or -n/--ntasks" in refused.stderr
+
+
 @pytest.mark.slurm
 @pytest.mark.postgres
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("torchcell_search.search.study") is None,
-                    reason="torchcell_search.search.study (create / worker) has not landed yet")
-def test_slurm_array_of_4_tasks_completes_a_postgres_study_budget(
+def test_gpu_array_of_4_tasks_completes_a_postgres_study_budget(
     slurm_cluster: SlurmCluster, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import optuna
+    from sqlalchemy.engine import make_url
 
-    # The user's steps: export the storage, create the study, submit the array.
-    monkeypatch.setenv(_ENV, pg_url)
+    # The URL as users write it: bare postgresql:// (psycopg 3 under SQLAlchemy 2.1).
+    url = f"postgresql://postgres@127.0.0.1:5432/{make_url(pg_url).database}"
+    # The user's steps: export the storage, create the study, submit the array. The submitting
+    # shell's thread setting must not reach the tasks.
+    monkeypatch.setenv(_ENV, url)
     monkeypatch.setenv("TORCHCELL_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
     # A small subset of the demo keeps four one-epoch trials within a couple of minutes on 2 cores;
-    # no pruner, so every trial of the budget runs to completion.
+    # no pruner, so every trial of the budget runs to completion. --device auto: no CUDA here,
+    # so the workers given a (placeholder) GPU train on the CPU.
     assert main(["create", "--study", "s", "--n-trials", "4", "--epochs", "1", "--data", "demo",
-                 "--subset", "300", "--pruner", "none", "--device", "cpu"]) == 0
+                 "--subset", "300", "--pruner", "none", "--device", "auto"]) == 0
     capsys.readouterr()
-    assert _slurm("--study", "s", "--array", "0-3", "--cpus-per-task", "1", "--submit") == 0
+    assert _slurm("--study", "s", "--array", "0-3", "--gpus-per-task", "1", "--cpus-per-task", "1",
+                  "--mem", "1000M", "--time", "20", "--submit") == 0
     submitted = re.search(r"Submitted batch job (\d+)", capsys.readouterr().out)
     assert submitted is not None
-    states = wait_for_job(slurm_cluster, submitted.group(1), timeout=300, task_logs=tmp_path)
-    logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("s-*.out")))
-    # Every task exited cleanly, and together they ran exactly the study's budget.
-    assert sorted(states.values()) == ["COMPLETED"] * 4, f"{states}\n{logs}"
+    job = submitted.group(1)
+    shown = slurm_cluster.run("scontrol", "-o", "show", "job", job).stdout
+    states = wait_for_job(slurm_cluster, job, timeout=600, task_logs=tmp_path)
+    logs = {p.name: p.read_text() for p in sorted(tmp_path.glob("s-*.out"))}
+    tails = "\n".join(text[-2000:] for text in logs.values())
+    # The controller granted each task a GPU, one CPU, 1000 MB and 20 minutes.
+    assert "TresPerTask=gres:gpu:1" in shown.replace("gres/gpu", "gres:gpu") and "TimeLimit=00:20:00" in shown, shown
+    assert "mem=1000M" in shown, shown
+    # Every task exited cleanly, with one thread (its one CPU, not the submitter's 7).
+    assert sorted(states.values()) == ["COMPLETED"] * 4, f"{states}\n{tails}"
+    assert len(logs) == 4 and all(", 1 thread(s), GPUs: " in text for text in logs.values()), tails
+    # Together they ran exactly the study's budget, on the CPU (no CUDA behind the GPU GRES).
     trials = optuna.load_study(study_name="s", storage=pg_url).get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4, f"{[t.state.name for t in trials]}\n{logs}"
+    assert len(complete) == 4, f"{[t.state.name for t in trials]}\n{tails}"
+    assert {t.user_attrs["device"] for t in complete} == {"cpu"}
+
+
+# --- a study's launcher settings as defaults ----------------------------------------------
+
+
+def test_hydra_launcher_settings_are_the_defaults_and_flags_win(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from torchcell_search.search.study import create_study_command
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"model": {"num_layers": 2}, "hydra": {
+        "sweeper": {"n_jobs": 4, "storage": "sqlite:////elsewhere/optuna.db", "params": {
+            "model.num_layers": "choice(1, 2)"}},
+        "launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                     "partition": "mmli", "cpus_per_task": 12, "mem_gb": 100, "timeout_min": 10080,
+                     "tasks_per_node": 1, "additional_parameters": {"gres": "gpu:1", "mail-type": "END"}}}}))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = create_study_command("hy", url, {"space": str(sweep)})
+    # the other machine's storage is reported as not used; the mail settings are submitit's own
+    assert "hydra.sweeper.storage" in result["notices"][0] and "mail-type" in result["notices"][0]
+    for name in [p.name for p in tmp_path.iterdir()]:
+        assert name in ("sweep.yaml", "s.db", "s-artifacts")
+    assert _slurm("--study", "hy", "--storage", url, "--out", "a.sbatch") == 0
+    directives = re.findall(r"^#SBATCH (\S+)$", (tmp_path / "a.sbatch").read_text(), flags=re.M)
+    assert {"--array=0-3", "--partition=mmli", "--cpus-per-task=12", "--mem=100G", "--time=7-00:00:00",
+            "--gres=gpu:1"} <= set(directives)
+    assert "Slurm settings from its sweep file" in capsys.readouterr().err
+    # every option given wins over the stored settings
+    assert _slurm("--study", "hy", "--storage", url, "--out", "b.sbatch", "--array", "0-1", "--partition", "gpu",
+                  "--time", "01:00:00", "--gpus-per-task", "0") == 0
+    directives = set(re.findall(r"^#SBATCH (\S+)$", (tmp_path / "b.sbatch").read_text(), flags=re.M))
+    assert {"--array=0-1", "--partition=gpu", "--time=01:00:00", "--cpus-per-task=12"} <= directives
+    # a GPU request given replaces the file's gres
+    assert not any(d.startswith(("--gpus-per-task", "--gres")) for d in directives)

@@ -198,3 +198,86 @@ def test_concurrent_workers_finish_exactly_the_budget(pg_url: str, tmp_path: Pat
     for t in trials:
         if t.state == TrialState.FAIL:
             assert t.user_attrs.get("stopped_reason") == "over_budget"
+
+
+# --- multi-objective studies ----------------------------------------------------------------
+
+
+def test_objectives_take_a_direction_each() -> None:
+    cfg = build_study_config({"objective": ["val/fitness/MSE", "val/gene_interaction/Pearson"]})
+    # directions follow each name; pruning is off: Optuna does not prune multi-objective studies
+    assert cfg.objective_directions == ["minimize", "maximize"] and cfg.pruner == "none"
+    assert (cfg.objective, cfg.direction) == ("val/fitness/MSE", "minimize")
+    cfg = build_study_config({"objective": ["val/combined/MSE", "val/combined/Pearson"],
+                              "direction": ["minimize", "minimize"]})
+    assert cfg.objective_directions == ["minimize", "minimize"]
+    with pytest.raises(ConfigError, match="2 directions for 3 objectives"):
+        build_study_config({"objective": ["val/fitness/MSE", "val/combined/MSE", "val/loss"],
+                            "direction": ["minimize", "minimize"]})
+    # a single objective is stored as before (old studies compare equal on resume)
+    single = build_study_config({"objective": ["val/fitness/MSE"]})
+    assert (single.objectives, single.directions) == ([], [])
+
+
+def test_old_stored_configurations_read_as_one_objective() -> None:
+    from torchcell_search.search.study_config import StudyConfig
+
+    stored = {k: v for k, v in build_study_config({}).to_dict().items()
+              if k not in ("objectives", "directions", "launcher", "pruner_min_resource", "pruner_reduction_factor")}
+    cfg = StudyConfig.from_dict(stored)
+    assert cfg.objective_names == [cfg.objective] and not cfg.is_multi_objective
+
+
+def test_cli_two_objectives_notice_pruning_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    r = _cli("create", "--study", "mo", "--storage", url, "--objective", "val/combined/MSE",
+             "--objective", "val/combined/Pearson")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("torchcell-search: note:")]
+    assert len(notes) == 1 and "does not prune" in notes[0]
+    study = optuna.load_study(study_name="mo", storage=url)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert study.user_attrs[CONFIG_ATTR]["objectives"] == ["val/combined/MSE", "val/combined/Pearson"]
+
+
+@pytest.mark.slow
+def test_multi_objective_start_returns_the_pareto_set(tmp_path: Path) -> None:
+    from torchcell_search.search.study import best_command, start_command
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    objectives = ["val/fitness/MSE", "val/gene_interaction/Pearson"]
+    status = start_command("mo", url, {**TINY, "epochs": 1, "n_trials": 3, "sampler": "random",
+                                       "objective": objectives})
+    study = optuna.load_study(study_name="mo", storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3
+    # each trial holds one value per objective: the metrics at its best epoch; nothing is pruned
+    for t in complete:
+        assert t.values == [t.user_attrs["best"][o] for o in objectives] and not t.intermediate_values
+    best = best_command("mo", url)
+    # the Pareto set is Optuna's own
+    assert [row["number"] for row in best["pareto"]] == sorted(t.number for t in study.best_trials)
+    assert best["objectives"] == objectives and status["best"] is None
+    assert "Pareto set (*)" in format_status(status)
+
+
+def test_start_without_jobs_runs_a_worker_per_usable_core_never_more_than_trials_left() -> None:
+    from torchcell_search.search.study import default_jobs
+
+    cores = len(os.sched_getaffinity(0))
+    # one worker per core this process may use (taskset, cgroups, a Slurm allocation) ...
+    assert default_jobs(10_000) == cores
+    # ... never more workers than trials left, and at least one
+    assert default_jobs(1) == 1 and default_jobs(0) == 1
+    assert default_jobs(cores + 1) == cores
+
+
+def test_default_jobs_follow_the_cpu_affinity_mask() -> None:
+    from torchcell_search.search.study import default_jobs
+
+    # A child restricted to one core (as `taskset -c 0` or a one-CPU Slurm task) runs one worker.
+    code = "import os; os.sched_setaffinity(0, {0}); from torchcell_search.search.study import default_jobs; " \
+           "print(default_jobs(8))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "1"

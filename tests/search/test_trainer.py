@@ -13,7 +13,7 @@ from torchcell_search.cli import main
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import Dataset, LABELS
 from torchcell_search.errors import ConfigError
-from torchcell_search.metrics import regression_metrics
+from torchcell_search.metrics import combined_metrics, regression_metrics
 from torchcell_search.search.trainer import (
     EpochRecord,
     load_model,
@@ -73,6 +73,7 @@ def test_test_metrics_come_from_the_best_val_epoch_model(demo):
     model, standardiser = load_model(result.best_checkpoint, dataset.graph)
     pred = predict_genes(model, standardiser, dataset, dataset.table.genes[split.test])
     again = regression_metrics(pred, dataset.table.labels()[split.test], "test")
+    again.update(combined_metrics(pred, dataset.table.labels()[split.test], standardiser.mean, standardiser.std, "test"))
     for key, value in result.test.items():
         assert again[key] == pytest.approx(value, rel=1e-4, abs=1e-6)
     np.testing.assert_allclose(pred, result.predictions["test"], rtol=1e-5, atol=1e-6)
@@ -167,3 +168,204 @@ def test_default_demo_run_learns_the_planted_interactions(capsys, kind):
     assert len(out["history"]) == 6
     assert out["best"]["val/gene_interaction/Pearson"] >= 0.5
     assert out["test"]["test/gene_interaction/Pearson"] >= 0.4
+
+
+# --- the CUDA path: random state in checkpoints ---------------------------------------------
+
+
+def test_checkpoints_carry_the_cuda_generator_state_of_a_cuda_run(monkeypatch):
+    import io
+
+    from torchcell_search.search.trainer import _cuda_rng_state, _set_cuda_rng_state
+
+    # No GPU here: torch.cuda's two generator calls are replaced by a CPU tensor (the only fake).
+    generator = {"state": torch.arange(16, dtype=torch.uint8)}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": generator["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    # a CUDA run saves the generator's state; it survives torch.save / torch.load as the checkpoint does
+    buffer = io.BytesIO()
+    torch.save({"cuda_rng": _cuda_rng_state(cuda)}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, map_location="cpu", weights_only=False)["cuda_rng"]
+    # resuming on CUDA puts exactly that state back, on the training device
+    _set_cuda_rng_state(loaded, cuda)
+    assert len(restored) == 1 and torch.equal(restored[0][0], generator["state"]) and restored[0][1] == cuda
+    # a CPU run has no CUDA state, and a resume on the CPU restores none
+    assert _cuda_rng_state(cpu) is None
+    _set_cuda_rng_state(loaded, cpu)
+    _set_cuda_rng_state(None, cuda)
+    assert len(restored) == 1
+
+
+def test_a_cpu_checkpoint_records_no_cuda_state(demo):
+    dataset, split = demo
+    checkpoints = []
+    train(dataset, split, _cfg(**{"trainer.max_epochs": 1}), checkpoint_callback=checkpoints.append)
+    assert checkpoints[0]["cuda_rng"] is None and checkpoints[0]["rng"].dtype == torch.uint8
+
+
+@pytest.mark.cuda
+def test_resuming_on_cuda_matches_an_uninterrupted_run_only_with_the_cuda_state(demo):
+    from services import require_cuda
+
+    require_cuda()
+    dataset, split = demo
+    # dropout on the GPU draws from the CUDA generator; mixed precision is on for CUDA
+    cfg = _cfg(**{"model.dropout": 0.3, "trainer.device": "cuda"})
+    checkpoints = []
+    full = train(dataset, split, cfg, checkpoint_callback=checkpoints.append)
+    assert checkpoints[0]["cuda_rng"] is not None
+    resumed = train(dataset, split, cfg, checkpoint=checkpoints[0])
+    without = train(dataset, split, cfg, checkpoint={**checkpoints[0], "cuda_rng": None})
+    key = "val/gene_interaction/MSE"
+    # GPU scatter-adds are not bit-reproducible, so compare within a tolerance far below what a
+    # different dropout stream changes
+    assert [r[key] for r in resumed.history] == pytest.approx([r[key] for r in full.history], rel=1e-3)
+    assert [r[key] for r in without.history[1:]] != pytest.approx([r[key] for r in full.history[1:]], rel=1e-3)
+
+
+@pytest.mark.cuda
+def test_mixed_precision_training_on_cuda_stays_finite(demo):
+    from services import require_cuda
+
+    require_cuda()
+    dataset, split = demo
+    for kind in ("hetero_cell", "perturbation_set"):
+        result = train(dataset, split, _cfg(**{"trainer.device": "cuda", "model.kind": kind, "trainer.max_epochs": 2}))
+        # fp16 autocast: every epoch's loss and metrics are finite, on the GPU
+        assert result.device.startswith("cuda") and result.stopped_reason is None
+        assert all(math.isfinite(v) for row in result.history for v in row.values())
+
+
+# ---------------------------------------------------------------- TorchCell options (issue 12)
+_PLATEAU = {"trainer.lr_schedule": "plateau", "trainer.warmup_epochs": 0, "optimizer.lr": 1e-3,
+            "regression_task.lr_scheduler.factor": 0.5, "regression_task.lr_scheduler.cooldown": 0}
+
+
+def test_plateau_lowers_the_lr_after_patience_epochs_without_improvement(demo):
+    dataset, split = demo
+    # threshold 0.99 (rel): only a 100x lower val loss counts as better, so every epoch after the first is bad
+    cfg = _cfg(**_PLATEAU, **{"trainer.max_epochs": 6, "regression_task.lr_scheduler.patience": 1,
+                              "regression_task.lr_scheduler.threshold": 0.99})
+    lrs = [row["lr"] for row in train(dataset, split, cfg).history]
+    # epoch 0 sets the best; epochs 1, 2 are bad -> more than patience=1 -> halve; twice more -> halve again
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4], rel=1e-12)
+
+
+def test_plateau_is_torchs_reduce_lr_on_plateau_stepped_on_val_loss(demo):
+    dataset, split = demo
+    cfg = _cfg(**_PLATEAU, **{"trainer.max_epochs": 5, "regression_task.lr_scheduler.patience": 0,
+                              "regression_task.lr_scheduler.threshold": 0.02})
+    history = train(dataset, split, cfg).history
+    # replay torch's scheduler on the recorded val losses: it must give the lr of every epoch
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1e-3)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=0, threshold=0.02,
+                                                       threshold_mode="rel", cooldown=0, min_lr=1e-9, eps=1e-10)
+    expected = []
+    for row in history:
+        expected.append(opt.param_groups[0]["lr"])
+        assert math.isfinite(row["val/loss"])
+        sched.step(row["val/loss"])
+    assert [row["lr"] for row in history] == pytest.approx(expected, rel=1e-12)
+
+
+def test_resume_is_exact_with_the_plateau_scheduler(demo):
+    dataset, split = demo
+    cfg = _cfg(**_PLATEAU, **{"trainer.max_epochs": 5, "regression_task.lr_scheduler.patience": 0,
+                              "regression_task.lr_scheduler.threshold": 0.99, "model.dropout": 0.1})
+    checkpoints = []
+    full = train(dataset, split, cfg, checkpoint_callback=checkpoints.append)
+    assert len({row["lr"] for row in full.history}) > 2  # the rate changed while training
+    # resume after epoch 1: the scheduler's counters and the rate it set come from the checkpoint
+    assert checkpoints[1]["scheduler"]["num_bad_epochs"] == 0 and checkpoints[1]["state"]["plateau_lr"] == 5e-4
+    resumed = train(dataset, split, cfg, checkpoint=checkpoints[1])
+    drop = ("epoch_seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in full.history
+    ]
+    assert resumed.test == full.test
+
+
+@pytest.mark.parametrize("kind", ["AdamW", "Adam"])
+def test_optimizer_type_and_weight_decay_reach_the_optimizer(demo, kind):
+    dataset, split = demo
+    checkpoints = []
+    cfg = _cfg(**{"trainer.max_epochs": 1, "optimizer.type": kind, "optimizer.weight_decay": 0.3})
+    train(dataset, split, cfg, checkpoint_callback=checkpoints.append)
+    group = checkpoints[0]["optimizer"]["param_groups"][0]
+    # AdamW decays the weights directly; Adam adds weight_decay * w to the gradient (L2)
+    assert group["decoupled_weight_decay"] is (kind == "AdamW")
+    assert group["weight_decay"] == 0.3
+
+
+def test_adam_and_adamw_differ_only_through_weight_decay(demo):
+    dataset, split = demo
+
+    def history(kind: str, decay: float) -> list[float]:
+        cfg = _cfg(**{"trainer.max_epochs": 2, "optimizer.type": kind, "optimizer.weight_decay": decay})
+        return [row["val/loss"] for row in train(dataset, split, cfg).history]
+
+    assert history("Adam", 0.0) == history("AdamW", 0.0)
+    assert history("Adam", 0.1) != history("AdamW", 0.1)
+
+
+def test_grad_clip_bounds_the_gradient_norm(demo, monkeypatch):
+    dataset, split = demo
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        total = clip(params, max_norm, *args, **kwargs)
+        norms.append((float(total), float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))), max_norm))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    train(dataset, split, _cfg(**{"trainer.max_epochs": 1, "trainer.grad_clip": 0.05}))
+    # every step clipped: pre-clip norms above 0.05 come out at 0.05
+    assert norms and all(max_norm == 0.05 for _, _, max_norm in norms)
+    assert all(after == pytest.approx(min(before, 0.05), rel=1e-3) for before, after, _ in norms)
+    assert any(before > 0.05 for before, _, _ in norms)
+    norms.clear()
+    train(dataset, split, _cfg(**{"trainer.max_epochs": 1, "trainer.grad_clip": 0.0}))
+    assert norms == []  # 0 switches clipping off (TorchCell's clip_grad_norm: false)
+
+
+def test_every_epoch_records_the_combined_metrics_by_hand(demo):
+    dataset, split = demo
+    result = train(dataset, split, _cfg(**{"trainer.max_epochs": 1}))
+    row = result.history[0]
+    for part in ("train", "val"):
+        for metric in ("MSE", "Pearson"):
+            assert math.isfinite(row[f"{part}/combined/{metric}"])
+    assert {"test/combined/MSE", "test/combined/Pearson"} <= set(result.test)
+    # val: z-score both labels with the train split's mean and std, pool, score as one vector
+    labels = dataset.table.labels().double()
+    train_y = labels[split.train]
+    mean = torch.stack([train_y[:, j][~train_y[:, j].isnan()].mean() for j in range(2)])
+    std = torch.stack([train_y[:, j][~train_y[:, j].isnan()].std(unbiased=False) for j in range(2)])
+    pred = torch.from_numpy(result.predictions["val"]).double()  # best epoch = the only epoch
+    y = labels[split.val]
+    both = ~y.isnan().any(dim=1)  # records with both labels, as TorchCell's combined_mask
+    zp, zy = ((pred - mean) / std)[both].reshape(-1), ((y - mean) / std)[both].reshape(-1)
+    mse = float(((zp - zy) ** 2).mean())
+    r = float(torch.corrcoef(torch.stack([zp, zy]))[0, 1])
+    assert row["val/combined/MSE"] == pytest.approx(mse, rel=1e-4)
+    assert row["val/combined/Pearson"] == pytest.approx(r, rel=1e-4)
+
+
+def test_train_command_with_the_torchcell_options(capsys):
+    status = main(["train", "--data", "demo", "--subset", "300", "--epochs", "2", "--json",
+                   *[f"--set={k}={v}" for k, v in _SMALL.items() if k != "trainer.max_epochs"],
+                   "--set=model.prediction_head_config.head_num_layers=2",
+                   "--set=model.prediction_head_config.residual=true",
+                   "--set=model.prediction_head_config.head_norm=batch",
+                   "--set=trainer.lr_schedule=plateau", "--set=regression_task.is_weighted_phenotype_loss=true",
+                   "--set=model.activation=gelu", "--set=optimizer.type=Adam"])
+    assert status == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["history"]) == 2 and all(math.isfinite(r["val/combined/Pearson"]) for r in out["history"])
+    assert out["history"][0]["lr"] == 1e-3  # plateau: no warmup, no cosine; TorchCell's patience 3 not reached

@@ -71,14 +71,43 @@ def _config(study: optuna.Study) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def _objective(study: optuna.Study) -> tuple[str, bool]:
-    """The objective's metric name and whether larger is better."""
+def _objectives(study: optuna.Study) -> list[tuple[str, bool]]:
+    """Every objective's metric name and whether larger is better, in the study's order.
+
+    Names and directions come from the stored configuration (``objectives``/``directions``
+    lists of a multi-objective study, else ``objective``/``direction``); directions missing
+    there are Optuna's ``study.directions``. A multi-objective study without stored names
+    gets ``objective 0``, ``objective 1``, ... (its values still come from ``trial.values``).
+    """
     cfg = _config(study)
-    name = str(cfg.get("objective") or _DEFAULT_OBJECTIVE)
-    direction = cfg.get("direction")
-    if direction is None:
-        direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
-    return name, direction == "maximize"
+    study_max = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    names, directions = cfg.get("objectives"), cfg.get("directions")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        names = [str(cfg.get("objective") or _DEFAULT_OBJECTIVE)] if len(study_max) == 1 else \
+            [f"objective {i}" for i in range(len(study_max))]
+        directions = [cfg["direction"]] if len(study_max) == 1 and cfg.get("direction") else None
+    if isinstance(directions, list) and len(directions) == len(names):
+        return [(str(n), d == "maximize") for n, d in zip(names, directions)]
+    return [(str(n), study_max[i] if i < len(study_max) else False) for i, n in enumerate(names)]
+
+
+def _objective(study: optuna.Study) -> tuple[str, bool]:
+    """The (first) objective's metric name and whether larger is better."""
+    return _objectives(study)[0]
+
+
+def _value(trial: FrozenTrial, i: int = 0) -> float | None:
+    """Objective ``i`` of ``trial`` (``trial.value`` raises on a multi-objective trial)."""
+    values = trial.values
+    return float(values[i]) if values is not None and i < len(values) and values[i] is not None else None
+
+
+def _pareto_set(study: optuna.Study) -> list[FrozenTrial]:
+    """Optuna's Pareto-optimal complete trials (``study.best_trials``) by number; [] when there is none."""
+    try:
+        return sorted(study.best_trials, key=lambda t: t.number)
+    except (RuntimeError, ValueError):
+        return []
 
 
 def _baselines(study: optuna.Study) -> dict[str, dict[str, float]]:
@@ -128,14 +157,20 @@ def _usable_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def _ranked(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials with a finite objective, best first (ties broken by trial number)."""
-    _, maximize = _objective(study)
+    """Complete trials with finite objectives, best first (ties broken by trial number).
+
+    With several objectives the Pareto set (``study.best_trials``) comes first, each part
+    ordered by the first objective.
+    """
+    objectives = _objectives(study)
+    maximize = objectives[0][1]
     done = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
+        if t.values is not None and all(v is not None and math.isfinite(v) for v in t.values)
     ]
     sign = -1.0 if maximize else 1.0
-    return sorted(done, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+    front = {t.number for t in _pareto_set(study)} if len(objectives) > 1 else set()
+    return sorted(done, key=lambda t: (t.number not in front, sign * float(_value(t)), t.number))  # type: ignore[arg-type]
 
 
 def _round(values: Sequence[float], digits: int = 5) -> list[float | None]:
@@ -295,7 +330,12 @@ def fig_pareto(study: optuna.Study) -> go.Figure:
 
     The Pareto front (lower MSE, higher Pearson) is joined by a line and drawn with
     diamonds; baselines appear as stars and as horizontal lines at their Pearson.
+
+    A study with several objectives shows the Pareto front of its own objectives instead
+    (:func:`_fig_objectives_front`).
     """
+    if len(_objectives(study)) > 1:
+        return _fig_objectives_front(study)
     fig = go.Figure()
     trials = [t for t in _usable_trials(study) if t.state != TrialState.RUNNING]
     pts = [(t, _metric(t, _FIT_MSE), _metric(t, _GI_PEARSON)) for t in trials]
@@ -337,6 +377,59 @@ def fig_pareto(study: optuna.Study) -> go.Figure:
             xaxis_title="val/fitness/MSE (lower is better)", yaxis_title="val/gene_interaction/Pearson")
     if not pts:
         _empty(fig, "no finished trial has val fitness MSE and gene_interaction Pearson yet")
+    return fig
+
+
+def _fig_objectives_front(study: optuna.Study) -> go.Figure:
+    """The Pareto front of a multi-objective study over its first two objectives.
+
+    Points are the complete trials' ``trial.values`` (what Optuna optimised); the front is
+    Optuna's own, ``study.best_trials`` (with three or more objectives it is the front in
+    all of them, drawn in the first two). Baselines that carry both objective metrics
+    appear as stars.
+    """
+    objectives = _objectives(study)
+    (xname, xmax), (yname, ymax) = objectives[0], objectives[1]
+    fig = go.Figure()
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if _value(t, 0) is not None and _value(t, 1) is not None]
+    done.sort(key=lambda t: t.number)
+    front = [t for t in _pareto_set(study) if _value(t, 0) is not None and _value(t, 1) is not None]
+    front_numbers = {t.number for t in front}
+    hover = "trial %{customdata[0]}<br>" + xname + " %{x:.4f}<br>" + yname + " %{y:.4f}<extra></extra>"
+    rest = [t for t in done if t.number not in front_numbers]
+    if rest:
+        fig.add_trace(go.Scatter(
+            x=_round([_value(t, 0) for t in rest]), y=_round([_value(t, 1) for t in rest]), mode="markers",
+            name="trials", marker={"size": 9, "color": "#7f7f7f"}, customdata=[[t.number] for t in rest],
+            hovertemplate=hover,
+        ))
+    if front:
+        front.sort(key=lambda t: (_value(t, 0), t.number))
+        fig.add_trace(go.Scatter(
+            x=_round([_value(t, 0) for t in front]), y=_round([_value(t, 1) for t in front]),
+            mode="lines+markers+text", name="Pareto front", marker={"size": 12, "color": "#1f77b4", "symbol": "diamond"},
+            line={"color": "#1f77b4", "shape": "hv"}, text=[f"#{t.number}" for t in front], textposition="top center",
+            customdata=[[t.number] for t in front], hovertemplate=hover,
+            meta={"pareto_trials": [t.number for t in front]},
+        ))
+    for name, metrics in _baselines(study).items():
+        bx, by = _finite(metrics.get(xname)), _finite(metrics.get(yname))
+        if not (math.isnan(bx) or math.isnan(by)):
+            fig.add_trace(go.Scatter(
+                x=[bx], y=[by], mode="markers", name=name, legendgroup=f"baseline-{name}",
+                marker={"symbol": "star", "size": 14, "color": _BASELINE_STYLE.get(name, {}).get("color", "#7f7f7f")},
+                hovertemplate=f"{name}<br>{xname} %{{x:.4f}}<br>{yname} %{{y:.4f}}<extra></extra>",
+            ))
+
+    def better(maximize: bool) -> str:
+        return "higher is better" if maximize else "lower is better"
+
+    more = f" ({len(objectives)} objectives; front in all of them)" if len(objectives) > 2 else ""
+    _layout(fig, f"Pareto front of the study's objectives{more}",
+            xaxis_title=f"{xname} ({better(xmax)})", yaxis_title=f"{yname} ({better(ymax)})")
+    if not done:
+        _empty(fig, "no complete trial yet")
     return fig
 
 
@@ -410,8 +503,9 @@ def _param_order(trials: list[FrozenTrial]) -> list[str]:
 def fig_parallel_coordinates(study: optuna.Study) -> go.Figure:
     """Parallel coordinates over the report's parameters, then val fitness MSE and
     val gene_interaction Pearson, coloured by the objective (complete trials only)."""
-    trials = [t for t in _usable_trials(study) if t.state == TrialState.COMPLETE and t.value is not None]
-    obj_name, maximize = _objective(study)
+    trials = [t for t in _usable_trials(study) if t.state == TrialState.COMPLETE and _value(t) is not None]
+    objectives = _objectives(study)
+    obj_name, maximize = objectives[0]
     fig = go.Figure()
     if not trials:
         return _empty(_layout(fig, "Parallel coordinates"), "no complete trial yet")
@@ -429,11 +523,14 @@ def fig_parallel_coordinates(study: optuna.Study) -> go.Figure:
             index = {repr(c): i for i, c in enumerate(choices)}
             dims.append({"label": p, "values": [index.get(repr(v)) for v in vals],
                          "tickvals": list(range(len(choices))), "ticktext": [str(c) for c in choices]})
-    for metric in (_FIT_MSE, _GI_PEARSON):
-        dims.append({"label": metric, "values": _round([_metric(t, metric) for t in trials])})
+    metrics = [_FIT_MSE, _GI_PEARSON] + [n for n, _ in objectives if n not in (_FIT_MSE, _GI_PEARSON)]
+    for metric in metrics:
+        values = [_metric(t, metric) for t in trials]
+        if metric in (_FIT_MSE, _GI_PEARSON) or not all(math.isnan(v) for v in values):
+            dims.append({"label": metric, "values": _round(values)})
     fig.add_trace(go.Parcoords(
         dimensions=dims, labelangle=-20, labelside="top",
-        line={"color": _round([t.value for t in trials]), "colorscale": "Viridis", "reversescale": not maximize,
+        line={"color": _round([_value(t) for t in trials]), "colorscale": "Viridis", "reversescale": not maximize,
               "showscale": True, "colorbar": {"title": {"text": obj_name.replace("/", "<br>")}}},
         meta={"trials": [t.number for t in trials]},
     ))

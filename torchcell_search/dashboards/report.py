@@ -22,16 +22,20 @@ from torchcell_search.dashboards.figures import (
     FIGURES,
     _baselines,
     _metric,
-    _objective,
+    _objectives,
     _param_order,
+    _pareto_set,
     _ranked,
+    _value,
 )
 from torchcell_search.errors import ConfigError
 from torchcell_search.storage.urls import redact
 
 __all__ = ["render_report", "report_command"]
 
-_TABLE_METRICS = tuple(f"{s}/{label}/{m}" for s in ("val", "test") for label in _LABELS for m in ("MSE", "Pearson"))
+_TABLE_METRICS = tuple(
+    f"{s}/{label}/{m}" for s in ("val", "test") for label in (*_LABELS, "combined") for m in ("MSE", "Pearson")
+)
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; }
@@ -100,16 +104,19 @@ def _table(head: list[str], rows: list[list[Any]], *, table_id: str, row_classes
 
 def _trial_rows(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[list[str], list[list[Any]], list[str]]:
     params = _param_order(trials)
-    head = ["trial", "state", "value", "best_epoch", "epochs"] + params + list(_TABLE_METRICS) + \
+    objectives = _objectives(study)
+    # one value column per objective; several objectives mark the whole Pareto set as best
+    values = ["value"] if len(objectives) == 1 else [f"value: {name}" for name, _ in objectives]
+    head = ["trial", "state", *values, "best_epoch", "epochs"] + params + list(_TABLE_METRICS) + \
         ["n_params", "seconds", "stopped_reason"]
-    best = {t.number for t in _ranked(study)[:1]}
+    best = {t.number for t in (_ranked(study)[:1] if len(objectives) == 1 else _pareto_set(study))}
     rows, classes = [], []
     for t in trials:
         test = t.user_attrs.get("test") if isinstance(t.user_attrs.get("test"), dict) else {}
         history = t.user_attrs.get("history")
         metrics = [test.get(m, math.nan) if m.startswith("test/") else _metric(t, m) for m in _TABLE_METRICS]
         rows.append(
-            [t.number, t.state.name.lower(), t.value, t.user_attrs.get("best_epoch"),
+            [t.number, t.state.name.lower(), *[_value(t, i) for i in range(len(values))], t.user_attrs.get("best_epoch"),
              len(history) if isinstance(history, list) else None]
             + [t.params.get(p) for p in params] + [float(m) if m is not None else None for m in metrics]
             + [t.user_attrs.get("n_params"), t.user_attrs.get("seconds"), t.user_attrs.get("stopped_reason")]
@@ -121,17 +128,24 @@ def _trial_rows(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[list[st
 def render_report(study: optuna.Study, *, storage_label: str = "",
                   artifact_store: optuna.artifacts.FileSystemArtifactStore | None = None) -> str:
     """The report of ``study`` as one HTML document (plotly.js inline, nothing fetched)."""
-    objective, maximize = _objective(study)
+    objectives = _objectives(study)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    label = "objective" if len(objectives) == 1 else "objectives"
+    shown = ", ".join(f"{name} ({'maximize' if up else 'minimize'})" for name, up in objectives)
+    pareto = ""
+    if len(objectives) > 1:
+        numbers = [t.number for t in _pareto_set(study)]
+        pareto = (" · Pareto set: <span id='pareto-set'>" + (", ".join(f"#{n}" for n in numbers) or "none yet")
+                  + "</span>")
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>torchcell-search report: {html.escape(study.study_name)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Study <span id='study-name'>{html.escape(study.study_name)}</span></h1>",
-        f"<p class='meta'>storage {html.escape(storage_label)} · objective {html.escape(objective)} "
-        f"({'maximize' if maximize else 'minimize'}) · "
-        + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + (" · no trials" if not trials else "") + "</p>",
+        f"<p class='meta'>storage {html.escape(storage_label)} · {label} {html.escape(shown)} · "
+        + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + (" · no trials" if not trials else "")
+        + pareto + "</p>",
     ]
     parts.append("<h2>Baselines</h2>")
     baselines = _baselines(study)

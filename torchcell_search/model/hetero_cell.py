@@ -3,16 +3,17 @@
 Architecture (report 003, "Code - Model")::
 
     gene / reaction / metabolite nn.Embedding (embedding_channels)
-    -> PreProcessor on genes (2 x Linear-Norm-ReLU-Dropout)
+    -> PreProcessor on genes (2 x Linear-Norm-Act-Dropout; Act = model.activation, ReLU by default)
     -> num_layers x HeteroConv, summed per destination node type:
          (gene, physical_interaction, gene)      GATv2, `heads` heads, self loops
          (gene, regulatory_interaction, gene)    GATv2, `heads` heads, self loops
          (gene, gpr, reaction)                   GATv2 gene -> reaction, 1 head, heads averaged
          (metabolite, reaction, metabolite)      stoichiometric hypergraph conv (gated, attention)
-       each followed by [Linear if widths differ] -> Norm -> ReLU -> Dropout
+       each followed by [Linear if widths differ] -> Norm -> Act -> Dropout
     -> pooling over a graph's genes (SortedSetTransformerAggregation by default)
     -> z_p = z_wildtype - z_perturbed
-    -> head: 3 x Linear-Norm-ReLU-Dropout, Linear -> (fitness, gene_interaction)
+    -> head: 3 x Linear-Norm-Act-Dropout, Linear -> (fitness, gene_interaction)
+       (model.prediction_head_config: depth, residual, own norm/activation/dropout; model/head.py)
 
 As in the report, only gene-gene relations reach the gene nodes: GPR and metabolism
 update reaction and metabolite features that nothing downstream reads, so their
@@ -51,12 +52,13 @@ from torchcell_search.model.layers import (
     BatchedGATv2Conv,
     ConvBlock,
     EdgePlan,
-    PredictionHead,
     PreProcessor,
     SegmentIndex,
     StoichHypergraphConv,
     build_norm,
 )
+from torchcell_search.model.activations import build_activation
+from torchcell_search.model.head import PredictionHead
 from torchcell_search.model.pooling import MultiheadAttentionBlock, build_pooling, pooling_heads
 
 __all__ = ["KINDS", "HeteroCell", "ModelOutput", "build_model"]
@@ -127,8 +129,9 @@ class HeteroCell(nn.Module):
         - **output:** :class:`ModelOutput` with ``pred: (B, 2)``, ``z_p: (B, C)``
 
     Raises:
-        ConfigError: an unknown ``kind``, ``pooling`` or ``norm``, or ``heads`` larger than
-            ``hidden_channels``.
+        ConfigError: an unknown ``kind``, ``pooling``, ``norm`` or ``activation``, ``heads``
+            larger than ``hidden_channels``, or ``global_aggregator_config`` values the pooling
+            cannot take (see :func:`~torchcell_search.model.pooling.build_pooling`).
     """
 
     def __init__(self, graph: CellGraph, cfg: ModelConfig | None = None) -> None:
@@ -138,7 +141,15 @@ class HeteroCell(nn.Module):
             raise ConfigError(f"model.kind: {cfg.kind!r} is not one of {', '.join(KINDS)}")
         if cfg.heads > cfg.hidden_channels:
             raise ConfigError(f"heads={cfg.heads} exceeds model.hidden_channels={cfg.hidden_channels}")
-        build_norm(cfg.norm, 1)  # fail early on an unknown norm
+        build_norm(cfg.norm, 1)  # fail early on an unknown norm or activation
+        build_activation(cfg.activation)
+        pool_keys = [*_aggregator_options(cfg), *(["dropout"] if cfg.pool_dropout is not None else [])]
+        if cfg.kind == "perturbation_set" and pool_keys:
+            first = pool_keys[0]
+            raise ConfigError(
+                f"model.global_aggregator_config.{first}: model.kind=perturbation_set has no global pooling "
+                "(it reads the perturbed genes with one attention block); use model.kind=hetero_cell"
+            )
         self.cfg = cfg
         E, H, L = cfg.embedding_channels, cfg.hidden_channels, cfg.num_layers
         data = graph.data
@@ -158,12 +169,13 @@ class HeteroCell(nn.Module):
         self.gene_embedding = nn.Embedding(self.num_genes, E)
         self.reaction_embedding = nn.Embedding(self.num_reactions, E)
         self.metabolite_embedding = nn.Embedding(self.num_metabolites, E)
-        self.preprocessor = PreProcessor(E, H, num_layers=2, norm=cfg.norm, dropout=cfg.dropout)
+        self.preprocessor = PreProcessor(E, H, num_layers=2, norm=cfg.norm, dropout=cfg.dropout,
+                                         activation=cfg.activation)
 
         self.convs = nn.ModuleList()
         for layer in range(L):
             other_in = E if layer == 0 else H  # reactions/metabolites enter as raw embeddings
-            block = dict(norm=cfg.norm, dropout=cfg.dropout)
+            block = dict(norm=cfg.norm, dropout=cfg.dropout, activation=cfg.activation)
             gat = dict(heads=cfg.heads, concat=True, add_self_loops=True)
             self.convs.append(
                 nn.ModuleDict(
@@ -184,14 +196,20 @@ class HeteroCell(nn.Module):
             for name in ("physical", "regulatory"):
                 layer[name].conv.share_slot0 = cfg.norm != "batch" and cfg.dropout == 0
         if cfg.kind == "hetero_cell":
-            self.global_aggregator = build_pooling(cfg.pooling, H, dropout=cfg.dropout)
+            pool_dropout = cfg.dropout if cfg.pool_dropout is None else cfg.pool_dropout
+            self.global_aggregator = build_pooling(cfg.pooling, H, dropout=pool_dropout, **_aggregator_options(cfg))
             self.set_block = None
         else:
             # Dango-style: masked self-attention over the perturbed genes' embeddings.
             self.global_aggregator = None
             self.set_block = MultiheadAttentionBlock(H, pooling_heads(H), layer_norm=True, dropout=cfg.dropout)
+        # Null head options inherit the model's (TorchCell: pred_config.get("head_norm", norm), ...).
         self.prediction_head = PredictionHead(
-            H, cfg.head_hidden_channels, 2, num_layers=4, norm=cfg.norm, dropout=cfg.dropout
+            H, cfg.head_hidden_channels, 2, num_layers=cfg.head_num_layers,
+            norm=cfg.norm if cfg.head_norm is None else cfg.head_norm,
+            activation=cfg.activation if cfg.head_activation is None else cfg.head_activation,
+            dropout=cfg.dropout if cfg.head_dropout is None else cfg.head_dropout,
+            residual=cfg.head_residual,
         )
         # Roles: perturbation_set adds a learned embedding per SGA role (query, array) to
         # each perturbed gene; hetero_cell adds Lin([h_query || h_array]) of the deleted
@@ -438,6 +456,17 @@ class HeteroCell(nn.Module):
             f"layers={c.num_layers}, heads={c.heads}, pooling={c.pooling}, norm={c.norm}, "
             f"params={sum(p.numel() for p in self.parameters()):,}"
         )
+
+
+def _aggregator_options(cfg: ModelConfig) -> dict[str, object]:
+    """The ``model.global_aggregator_config`` values that are set (not null), by short key."""
+    options = {
+        "num_induced_points": cfg.pool_num_induced_points, "layer_norm": cfg.pool_layer_norm,
+        "num_encoder_blocks": cfg.pool_num_encoder_blocks, "heads": cfg.pool_heads,
+        "num_decoder_blocks": cfg.pool_num_decoder_blocks, "num_seed_points": cfg.pool_num_seed_points,
+        "use_isab": cfg.pool_use_isab,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def build_model(graph: CellGraph, cfg: ModelConfig) -> HeteroCell:

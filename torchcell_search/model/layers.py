@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchcell_search.errors import ConfigError
+from torchcell_search.model.activations import build_activation
 
 __all__ = [
     "NORMS",
@@ -34,7 +35,6 @@ __all__ = [
     "ConvBlock",
     "MaskedBatchNorm",
     "PreProcessor",
-    "PredictionHead",
     "StoichHypergraphConv",
     "build_norm",
     "EdgePlan",
@@ -598,17 +598,18 @@ def build_norm(name: str, channels: int) -> nn.Module:
 
 
 class _MLP(nn.Module):
-    """``num_layers`` x (Linear -> norm -> ReLU -> Dropout), optionally a final Linear.
+    """``num_layers`` x (Linear -> norm -> activation -> Dropout), optionally a final Linear.
 
     Each block has its own norm instance (the research code shared one across blocks).
     """
 
     def __init__(
-        self, dims: list[int], *, norm: str, dropout: float, out_channels: int | None
+        self, dims: list[int], *, norm: str, dropout: float, out_channels: int | None, activation: str = "relu"
     ) -> None:
         super().__init__()
         self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(build_norm(norm, b) for b in dims[1:])
+        self.act = build_activation(activation)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(dims[-1], out_channels) if out_channels is not None else None
         self.reset_parameters()
@@ -623,7 +624,7 @@ class _MLP(nn.Module):
 
     def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         for lin, norm in zip(self.lins, self.norms):
-            x = self.dropout(F.relu(norm(lin(x), keep)))
+            x = self.dropout(self.act(norm(lin(x), keep)))
         return self.out(x) if self.out is not None else x
 
     def __repr__(self) -> str:
@@ -645,6 +646,7 @@ class PreProcessor(_MLP):
         num_layers (int, optional): blocks (default: ``2``, the report).
         norm (str, optional): ``layer | batch | none`` (default: ``"layer"``).
         dropout (float, optional): (default: ``0.0``)
+        activation (str, optional): a ``model/activations.py`` name (default: ``"relu"``).
 
     Shapes:
         - **input:** ``(N, S, in_channels)`` or ``(N, in_channels)``, ``keep: (N, S)``
@@ -652,41 +654,11 @@ class PreProcessor(_MLP):
     """
 
     def __init__(
-        self, in_channels: int, hidden_channels: int, *, num_layers: int = 2, norm: str = "layer", dropout: float = 0.0
+        self, in_channels: int, hidden_channels: int, *, num_layers: int = 2, norm: str = "layer", dropout: float = 0.0,
+        activation: str = "relu",
     ) -> None:
-        super().__init__([in_channels] + [hidden_channels] * num_layers, norm=norm, dropout=dropout, out_channels=None)
-
-
-class PredictionHead(_MLP):
-    """The prediction head: ``num_layers - 1`` x (Linear -> norm -> ReLU -> Dropout), then Linear.
-
-    Args:
-        in_channels (int): input width (``C`` of ``z_p``).
-        hidden_channels (int): width of the hidden blocks.
-        out_channels (int, optional): (default: ``2``: fitness, gene_interaction)
-        num_layers (int, optional): Linear layers in all (default: ``4``, the report).
-        norm (str, optional): (default: ``"layer"``)
-        dropout (float, optional): (default: ``0.0``)
-
-    Shapes:
-        - **input:** ``(B, in_channels)``
-        - **output:** ``(B, out_channels)``
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_channels: int,
-        out_channels: int = 2,
-        *,
-        num_layers: int = 4,
-        norm: str = "layer",
-        dropout: float = 0.0,
-    ) -> None:
-        if num_layers < 1:
-            raise ConfigError(f"prediction head num_layers={num_layers}: needs at least 1")
-        dims = [in_channels] + [hidden_channels] * (num_layers - 1)
-        super().__init__(dims, norm=norm, dropout=dropout, out_channels=out_channels)
+        super().__init__([in_channels] + [hidden_channels] * num_layers, norm=norm, dropout=dropout, out_channels=None,
+                         activation=activation)
 
 
 class BatchedGATv2Conv(nn.Module):
@@ -916,10 +888,10 @@ class StoichHypergraphConv(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """One relation's convolution followed by projection, norm, ReLU and dropout.
+    """One relation's convolution followed by projection, norm, activation and dropout.
 
     .. math::
-        \\mathbf{x}' = \\mathrm{Drop}(\\mathrm{ReLU}(\\mathrm{Norm}(\\mathbf{P}\\,\\mathrm{conv}(\\dots))))
+        \\mathbf{x}' = \\mathrm{Drop}(\\sigma(\\mathrm{Norm}(\\mathbf{P}\\,\\mathrm{conv}(\\dots))))
 
     ``P`` is a Linear when the conv's output width differs from ``out_channels`` (e.g.
     GATv2 with 5 heads on 64 channels gives 60), else the identity.
@@ -929,17 +901,21 @@ class ConvBlock(nn.Module):
         out_channels (int): width after the projection.
         norm (str, optional): (default: ``"layer"``)
         dropout (float, optional): (default: ``0.0``)
+        activation (str, optional): :math:`\\sigma`, a ``model/activations.py`` name (default: ``"relu"``).
 
     Shapes:
         - **input:** the conv's arguments, then ``node_keep: (N_dst, S)`` as keyword
         - **output:** ``(N_dst, S, out_channels)``
     """
 
-    def __init__(self, conv: nn.Module, out_channels: int, *, norm: str = "layer", dropout: float = 0.0) -> None:
+    def __init__(
+        self, conv: nn.Module, out_channels: int, *, norm: str = "layer", dropout: float = 0.0, activation: str = "relu"
+    ) -> None:
         super().__init__()
         self.conv = conv
         self.proj = nn.Linear(conv.out_dim, out_channels) if conv.out_dim != out_channels else nn.Identity()
         self.norm = build_norm(norm, out_channels)
+        self.act = build_activation(activation)
         self.dropout = nn.Dropout(dropout)
         self.reset_parameters()
 
@@ -950,4 +926,4 @@ class ConvBlock(nn.Module):
                 mod.reset_parameters()
 
     def forward(self, *args: object, node_keep: Tensor | None = None, **kwargs: object) -> Tensor:
-        return self.dropout(F.relu(self.norm(self.proj(self.conv(*args, **kwargs)), node_keep)))
+        return self.dropout(self.act(self.norm(self.proj(self.conv(*args, **kwargs)), node_keep)))

@@ -31,7 +31,7 @@ from torchcell_search.config import LossConfig
 from torchcell_search.data.types import LABELS
 from torchcell_search.errors import DataError
 
-__all__ = ["CompositeLoss", "dist_loss", "kde_quantiles", "masked_mse", "supcr_loss"]
+__all__ = ["CompositeLoss", "dist_loss", "kde_quantiles", "masked_mse", "phenotype_weights", "supcr_loss"]
 
 # Points of the KDE's CDF grid per label; quantiles interpolate linearly between them.
 _GRID = 4096
@@ -150,6 +150,44 @@ def masked_mse(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     diff = torch.where(present, pred - torch.where(present, target, 0.0), 0.0)
     per_label = (diff * diff).sum(0) / count.clamp_min(1)
     return per_label, count > 0
+
+
+def phenotype_weights(train_labels: Tensor) -> Tensor:
+    """TorchCell's ``is_weighted_phenotype_loss`` label weights: the rarer label weighs more.
+
+    .. math::
+
+        w_t = \\frac{1 - n_t / N}{\\sum_s (1 - n_s / N)}, \\qquad N = \\sum_s n_s
+
+    with :math:`n_t` the number of records whose label ``t`` is present. TorchCell
+    (``experiments/003-fit-int/scripts/hetero_cell.py``) computes ``1 - n_t / N`` from the
+    phenotype-label counts of its train, val and test splits together, and its
+    ``WeightedMSELoss``/``WeightedDistLoss`` divide by the sum; here the counts are the train
+    split's (the loss never sees the others). With two labels the weights already sum to 1:
+    :math:`w_{\\text{fitness}} = n_{\\text{gi}} / N`. On the real data (328,149 fitness and
+    350,296 gene_interaction records) that is 0.516 / 0.484; with every label present on
+    every record it is 1/2 each, the unweighted loss.
+
+    Args:
+        train_labels: ``(R, T)`` training labels, NaN where missing.
+
+    Returns:
+        ``(T,)`` float32 weights summing to 1.
+
+    Raises:
+        DataError: a label would get weight 0, i.e. another label has no training record
+            (TorchCell then trains on NaN; its own notes record it).
+    """
+    counts = torch.isfinite(train_labels).sum(0).double()  # (T,)
+    total = counts.sum()
+    raw = 1.0 - counts / total.clamp_min(1)
+    if not bool((raw > 0).all()) or not bool(total > 0):
+        shown = ", ".join(f"{name} {int(c)}" for name, c in zip(LABELS, counts.tolist()))
+        raise DataError(
+            "regression_task.is_weighted_phenotype_loss: needs training records of every label "
+            f"(train records per label: {shown}); a label would get weight 0"
+        )
+    return (raw / raw.sum()).float()
 
 
 def dist_loss(pred: Tensor, target: Tensor, grids: Tensor, cdfs: Tensor, fitted: Tensor) -> tuple[Tensor, Tensor]:
@@ -280,12 +318,20 @@ class CompositeLoss(nn.Module):
     :math:`w_t = 1` and :math:`\\lambda = 0` by default (``task_weights``, ``sigma_penalty``).
     The trainer must hand this module's parameters to the optimizer.
 
+    With ``cfg.weighted_phenotype_loss`` (TorchCell's ``is_weighted_phenotype_loss``) the
+    per-label means of the MSE and DistLoss terms become weighted means over the labels
+    present in the batch, :math:`\\sum_t w_t L_t / \\sum_t w_t`, with
+    :func:`phenotype_weights` of ``train_labels``; under uncertainty weighting the task
+    weights become :math:`T w_t` (equal weights give the unweighted 1 each). SupCR is one
+    term over the joint label distance (no per-label split), so it is not weighted; TorchCell
+    weights its per-label SupCR terms instead.
+
     A term whose weight is 0 is not computed and is reported as 0.
 
     Args:
         cfg: loss configuration (default: ``LossConfig()``).
         train_labels: ``(R, 2)`` standardised training labels, NaN where missing; needed
-            when ``cfg.lambda_dist > 0`` (default: ``None``).
+            when ``cfg.lambda_dist > 0`` or ``cfg.weighted_phenotype_loss`` (default: ``None``).
         task_weights: :math:`w_t` per label (default: ``(1.0, 1.0)``).
         sigma_penalty: :math:`\\lambda` (default: ``0.0``).
 
@@ -328,6 +374,12 @@ class CompositeLoss(nn.Module):
             self._fit_kde(train_labels)
         elif cfg.lambda_dist > 0:
             raise DataError("CompositeLoss: lambda_dist > 0 needs train_labels (R, 2) to fit the DistLoss KDE")
+        if cfg.weighted_phenotype_loss:
+            if train_labels is None:
+                raise DataError("CompositeLoss: is_weighted_phenotype_loss needs train_labels (R, 2) to count labels")
+            self.register_buffer("label_weights", phenotype_weights(train_labels))
+        else:
+            self.label_weights = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -365,8 +417,7 @@ class CompositeLoss(nn.Module):
         # Loss arithmetic in float32 whatever autocast produced.
         pred, target = pred.float(), target.float()
         per_label, has = masked_mse(pred, target)
-        n_has = has.sum()
-        mse = torch.where(has, per_label, 0.0).sum() / n_has.clamp_min(1)
+        mse = self._label_mean(per_label, has)
         terms: dict[str, Tensor] = {"mse": mse.detach()}
         for t, name in enumerate(LABELS):
             if bool(has[t]):
@@ -375,7 +426,8 @@ class CompositeLoss(nn.Module):
         if self.log_sigma is not None:
             log_sigma = self.log_sigma.float()
             inv_var = torch.exp(-2 * log_sigma)  # sigma^-2
-            weighted = self.task_weights * inv_var / 2 * per_label + log_sigma + self.sigma_penalty * inv_var
+            task_weights = self.task_weights if self.label_weights is None else self.task_weights * T * self.label_weights
+            weighted = task_weights * inv_var / 2 * per_label + log_sigma + self.sigma_penalty * inv_var
             total = torch.where(has, weighted, 0.0).sum()
             for t, name in enumerate(LABELS):
                 terms[f"sigma/{name}"] = log_sigma[t].detach().exp()
@@ -384,7 +436,7 @@ class CompositeLoss(nn.Module):
 
         if self.cfg.lambda_dist > 0:
             d_per, d_has = dist_loss(pred, target, self.grids, self.cdfs, self.kde_fitted)
-            dist = torch.where(d_has, d_per, 0.0).sum() / d_has.sum().clamp_min(1)
+            dist = self._label_mean(d_per, d_has)
             total = total + self.cfg.lambda_dist * dist
         else:
             dist = torch.zeros((), device=pred.device)
@@ -398,9 +450,17 @@ class CompositeLoss(nn.Module):
         terms["supcr"] = supcr.detach()
         return total, terms
 
+    def _label_mean(self, per_label: Tensor, has: Tensor) -> Tensor:
+        """Mean of ``per_label`` over the labels in ``has``: plain, or weighted by :func:`phenotype_weights`."""
+        if self.label_weights is None:
+            return torch.where(has, per_label, 0.0).sum() / has.sum().clamp_min(1)
+        w = torch.where(has, self.label_weights, 0.0)  # (T,)
+        return (w * torch.where(has, per_label, 0.0)).sum() / w.sum().clamp_min(1e-12)
+
     def extra_repr(self) -> str:
         c = self.cfg
         return (
             f"lambda_dist={c.lambda_dist}, lambda_supcr={c.lambda_supcr}, "
-            f"tau={c.supcr_temperature}, uncertainty_weighting={c.uncertainty_weighting}"
+            f"tau={c.supcr_temperature}, uncertainty_weighting={c.uncertainty_weighting}, "
+            f"weighted_phenotype_loss={c.weighted_phenotype_loss}"
         )

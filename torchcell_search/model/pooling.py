@@ -20,6 +20,28 @@ Options (``model.pooling``), one registry, :func:`build_pooling`:
   code's gate/transform MLPs).
 
 Attention heads: the largest of 8, 4, 2, 1 dividing ``C``.
+
+**``model.global_aggregator_config``** (TorchCell's keys, :data:`GLOBAL_AGGREGATOR_KEYS`)
+overrides a set-transformer preset field by field; a null key keeps the preset's value.
+The meaning is PyG's ``SetTransformerAggregation(channels, num_seed_points,
+num_encoder_blocks, num_decoder_blocks, heads, concat=True, layer_norm, dropout)`` plus
+the ``use_isab``/``num_induced_points`` pair of TorchCell's fork of it:
+
+- ``num_encoder_blocks`` encoders before the PMA: ISAB with ``num_induced_points`` learned
+  points when ``use_isab`` is true, else SAB (PyG's encoders are always SAB).
+  ``num_induced_points`` is read only by ISAB encoders (TorchCell's ``hetero_cell_isab.yaml``
+  sets 100 with ``use_isab: false``; it is ignored there, as in TorchCell).
+- PMA with ``num_seed_points`` seeds, then ``num_decoder_blocks`` SABs over the seeds.
+- ``concat=True`` as TorchCell passes it: the seeds are flattened to ``k * C``; for ``k > 1``
+  a Linear projects back to ``C`` (TorchCell's ``SortedSetTransformerAggregation.proj``), so
+  the head's input width does not change.
+- ``layer_norm`` in every MAB; ``dropout`` is attention dropout (PyG's, passed to
+  ``nn.MultiheadAttention``); ``heads`` must divide ``C``.
+
+PyG's ``SetTransformerAggregation`` needs a sorted ``index`` over a flat node list; here the
+genes of every graph sit in one ``(S, N, C)`` tensor with a mask, which gives the same
+attention over each graph's kept genes. ``attentional`` pooling has none of these options:
+setting one with it is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +55,7 @@ from torch import Tensor, nn
 from torchcell_search.errors import ConfigError
 
 __all__ = [
+    "GLOBAL_AGGREGATOR_KEYS",
     "POOLINGS",
     "AttentionalPooling",
     "InducedSetAttentionBlock",
@@ -199,7 +222,7 @@ class PoolingByMultiheadAttention(nn.Module):
 
 
 class SetTransformerPooling(nn.Module):
-    """Set Transformer readout: encoders -> PMA -> decoders -> flatten.
+    """Set Transformer readout: encoders -> PMA -> decoders -> flatten (-> Linear when ``k > 1``).
 
     .. math::
         \\mathbf{z} = \\mathrm{SAB}^{D}\\big(\\mathrm{PMA}_k(\\mathrm{Enc}^{E}(\\mathbf{X}))\\big)
@@ -209,7 +232,8 @@ class SetTransformerPooling(nn.Module):
         encoder (str, optional): ``"isab"``, ``"sab"`` or ``"none"`` (default: ``"isab"``).
         num_encoder_blocks (int, optional): (default: ``2``)
         num_decoder_blocks (int, optional): (default: ``1``)
-        num_seed_points (int, optional): output is ``(S, num_seed_points * C)`` (default: ``1``).
+        num_seed_points (int, optional): PMA seeds ``k``; their ``k * C`` outputs are
+            projected back to ``C`` by a Linear when ``k > 1`` (default: ``1``).
         num_induced_points (int, optional): ISAB points (default: ``32``).
         heads (int, optional): (default: :func:`pooling_heads` of ``C``)
         layer_norm (bool, optional): (default: ``True``)
@@ -217,7 +241,7 @@ class SetTransformerPooling(nn.Module):
 
     Shapes:
         - **input:** ``x: (S, N, C)``, ``mask: (S, N)`` or ``None``
-        - **output:** ``(S, num_seed_points * C)``
+        - **output:** ``(S, C)``
     """
 
     def __init__(
@@ -248,10 +272,15 @@ class SetTransformerPooling(nn.Module):
         self.encoders = nn.ModuleList(enc)
         self.pma = PoolingByMultiheadAttention(channels, num_seed_points, heads, **kw)
         self.decoders = nn.ModuleList(SetAttentionBlock(channels, heads, **kw) for _ in range(num_decoder_blocks))
+        # Allocated last and initialised by its constructor: the presets (k = 1) draw the same
+        # initial weights for a seed as before this option existed.
+        self.proj = nn.Linear(num_seed_points * channels, channels) if num_seed_points > 1 else None
 
     def reset_parameters(self) -> None:
         for block in [*self.encoders, self.pma, *self.decoders]:
             block.reset_parameters()
+        if self.proj is not None:
+            self.proj.reset_parameters()
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         for enc in self.encoders:
@@ -259,7 +288,8 @@ class SetTransformerPooling(nn.Module):
         x = self.pma(x, mask)  # (S, k, C): every seed is valid, no mask below
         for dec in self.decoders:
             x = dec(x)
-        return x.nan_to_num().flatten(1, 2)  # (S, k * C)
+        x = x.nan_to_num().flatten(1, 2)  # (S, k * C)
+        return self.proj(x) if self.proj is not None else x  # (S, C)
 
     def __repr__(self) -> str:
         return (
@@ -308,26 +338,77 @@ class AttentionalPooling(nn.Module):
         return f"{self.__class__.__name__}({self.channels})"
 
 
-#: ``model.pooling`` options: name -> factory ``(channels, dropout) -> module``.
-POOLINGS: dict[str, Callable[[int, float], nn.Module]] = {
-    "sorted_set_transformer": lambda c, p: SetTransformerPooling(
-        c, encoder="isab", num_encoder_blocks=2, num_decoder_blocks=2, num_induced_points=64, layer_norm=False, dropout=p
-    ),
-    "isab": lambda c, p: SetTransformerPooling(
-        c, encoder="isab", num_encoder_blocks=2, num_decoder_blocks=1, num_induced_points=32, dropout=p
-    ),
-    "sab": lambda c, p: SetTransformerPooling(c, encoder="sab", num_encoder_blocks=2, num_decoder_blocks=1, dropout=p),
-    "pma": lambda c, p: SetTransformerPooling(c, encoder="none", num_encoder_blocks=0, num_decoder_blocks=1, dropout=p),
-    "attentional": lambda c, p: AttentionalPooling(c, dropout=p),
+#: ``model.global_aggregator_config`` keys a set-transformer preset takes (``dropout`` is separate).
+GLOBAL_AGGREGATOR_KEYS: tuple[str, ...] = (
+    "num_induced_points", "layer_norm", "num_encoder_blocks", "heads", "num_decoder_blocks", "num_seed_points", "use_isab",
+)
+
+#: The set-transformer presets of ``model.pooling`` as ``global_aggregator_config`` values.
+#: ``pma`` has no encoder (``use_isab`` None): give ``use_isab`` to add encoders to it.
+SET_TRANSFORMER_PRESETS: dict[str, dict[str, object]] = {
+    # The report's SortedSetTransformerAggregation: its size reproduces the report's parameter count.
+    "sorted_set_transformer": dict(use_isab=True, num_encoder_blocks=2, num_decoder_blocks=2, num_induced_points=64,
+                                   layer_norm=False, num_seed_points=1),
+    "isab": dict(use_isab=True, num_encoder_blocks=2, num_decoder_blocks=1, num_induced_points=32, layer_norm=True,
+                 num_seed_points=1),
+    "sab": dict(use_isab=False, num_encoder_blocks=2, num_decoder_blocks=1, num_induced_points=32, layer_norm=True,
+                num_seed_points=1),
+    "pma": dict(use_isab=None, num_encoder_blocks=0, num_decoder_blocks=1, num_induced_points=32, layer_norm=True,
+                num_seed_points=1),
 }
 
 
-def build_pooling(name: str, channels: int, *, dropout: float = 0.0) -> nn.Module:
+def _set_transformer(name: str, channels: int, dropout: float, options: dict[str, object]) -> SetTransformerPooling:
+    cfg = {**SET_TRANSFORMER_PRESETS[name], **options}
+    if cfg["use_isab"] is None and int(cfg["num_encoder_blocks"]) > 0:
+        raise ConfigError(
+            f"model.global_aggregator_config.num_encoder_blocks={cfg['num_encoder_blocks']}: model.pooling={name} "
+            "has no encoder; set model.global_aggregator_config.use_isab to choose ISAB or SAB encoders"
+        )
+    heads = cfg.get("heads")
+    if heads is not None and channels % int(heads):
+        raise ConfigError(f"model.global_aggregator_config.heads={heads} must divide model.hidden_channels={channels}")
+    encoder = "none" if cfg["use_isab"] is None else ("isab" if cfg["use_isab"] else "sab")
+    return SetTransformerPooling(
+        channels, encoder=encoder, num_encoder_blocks=int(cfg["num_encoder_blocks"]),
+        num_decoder_blocks=int(cfg["num_decoder_blocks"]), num_seed_points=int(cfg["num_seed_points"]),
+        num_induced_points=int(cfg["num_induced_points"]), heads=None if heads is None else int(heads),
+        layer_norm=bool(cfg["layer_norm"]), dropout=dropout,
+    )
+
+
+#: ``model.pooling`` options: name -> factory ``(channels, dropout, options) -> module``.
+POOLINGS: dict[str, Callable[[int, float, dict[str, object]], nn.Module]] = {
+    **{name: (lambda c, p, o, name=name: _set_transformer(name, c, p, o)) for name in SET_TRANSFORMER_PRESETS},
+    "attentional": lambda c, p, o: AttentionalPooling(c, dropout=p),
+}
+
+
+def build_pooling(name: str, channels: int, *, dropout: float = 0.0, **options: object) -> nn.Module:
     """The pooling module ``name`` for width ``channels``.
 
+    Args:
+        name: a :data:`POOLINGS` key (``model.pooling``).
+        channels: ``C``.
+        dropout: attention dropout of the set transformers, dropout of ``attentional``.
+        **options: ``model.global_aggregator_config`` values (:data:`GLOBAL_AGGREGATOR_KEYS`)
+            replacing the preset's; ``None`` keeps the preset's value.
+
     Raises:
-        ConfigError: ``name`` is not in :data:`POOLINGS`.
+        ConfigError: ``name`` is not in :data:`POOLINGS`, an option is unknown, given to
+            ``attentional``, or inconsistent (heads not dividing ``C``, encoders for ``pma``
+            without ``use_isab``).
     """
     if name not in POOLINGS:
         raise ConfigError(f"model.pooling: {name!r} is not one of {', '.join(sorted(POOLINGS))}")
-    return POOLINGS[name](channels, dropout)
+    given = {k: v for k, v in sorted(options.items()) if v is not None}
+    for key in given:
+        if key not in GLOBAL_AGGREGATOR_KEYS:
+            raise ConfigError(f"model.global_aggregator_config.{key}: unknown; known: {', '.join(GLOBAL_AGGREGATOR_KEYS)}")
+    if given and name not in SET_TRANSFORMER_PRESETS:
+        first = next(iter(given))
+        raise ConfigError(
+            f"model.global_aggregator_config.{first}: applies to the set-transformer poolings "
+            f"({', '.join(SET_TRANSFORMER_PRESETS)}), not model.pooling={name}"
+        )
+    return POOLINGS[name](channels, dropout, given)

@@ -28,7 +28,7 @@ import math
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
@@ -36,6 +36,7 @@ import optuna
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import Dataset, Split
 from torchcell_search.search.spaces import SearchSpace
+from torchcell_search.search.study_config import StudyConfig
 from torchcell_search.storage.artifacts import (
     CHECKPOINT_FILE,
     PREDICTIONS_FILE,
@@ -46,9 +47,6 @@ from torchcell_search.storage.artifacts import (
     upload_trial_artifact,
 )
 
-if TYPE_CHECKING:
-    from torchcell_search.search.study import StudyConfig
-
 __all__ = ["Objective", "TrialPreempted", "load_study_data"]
 
 
@@ -58,7 +56,7 @@ class TrialPreempted(Exception):
 _DATA_CACHE: dict[tuple[Any, ...], tuple[Dataset, Split]] = {}
 
 
-def load_study_data(cfg: "StudyConfig", *, cache_dir: Path | None = None) -> tuple[Dataset, Split]:
+def load_study_data(cfg: StudyConfig, *, cache_dir: Path | None = None) -> tuple[Dataset, Split]:
     """The study's data set (subset applied) and seeded split, loaded once per process."""
     from torchcell_search.search.trainer import prepare_data
 
@@ -88,14 +86,14 @@ class Objective:
 
     Args:
         study_name: the study's name (names the resume-checkpoint directory).
-        cfg: the stored :class:`~torchcell_search.search.study.StudyConfig`.
+        cfg: the stored :class:`~torchcell_search.search.study_config.StudyConfig`.
         storage_url: the storage URL (locates the default artifact directory).
         cache_dir: data cache directory.
         stop: when set, the running trial stops after its next epoch checkpoint
             (:class:`TrialPreempted`).
     """
 
-    def __init__(self, study_name: str, cfg: "StudyConfig", storage_url: str, *, cache_dir: Path | None = None,
+    def __init__(self, study_name: str, cfg: StudyConfig, storage_url: str, *, cache_dir: Path | None = None,
                  stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
         self.study_name = study_name
@@ -106,17 +104,24 @@ class Objective:
         self.store = open_artifact_store(self.artifacts)
 
     def run_config(self, params: dict[str, Any]) -> RunConfig:
-        """The run configuration of a trial with ``params``; the study's own keys win."""
+        """The run configuration of a trial with ``params`` (fixed values of the space
+        included): the space's fixed values, then ``--set`` overrides, then sampled values;
+        the study's own keys win."""
         cfg = self.cfg
+        fixed = self.space.fixed()
+        sampled = {k: v for k, v in params.items() if k not in fixed}
         return RunConfig().with_overrides({
-            **cfg.overrides, **params,
+            **fixed, **cfg.overrides, **sampled,
             "trainer.max_epochs": cfg.epochs, "seed": cfg.seed, "trainer.device": cfg.device,
         })
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        """Train one trial; its value at the best epoch (by the first objective), one per objective."""
         from torchcell_search.search.trainer import train
 
         objective = self.cfg.objective
+        # Optuna prunes and takes intermediate values only in single-objective studies.
+        single = not self.cfg.is_multi_objective
         params = self.space.suggest(trial)
         run_cfg = self.run_config(params)
         trial.set_user_attr("config", run_cfg.flat())
@@ -126,16 +131,16 @@ class Objective:
         for record in history:
             # A retried trial starts without intermediate values: report its finished epochs again.
             value = record.get(objective)
-            if value is not None and math.isfinite(value):
+            if single and value is not None and math.isfinite(value):
                 trial.report(float(value), int(record["epoch"]))
 
         def on_epoch(record: Any) -> None:
             history.append({"epoch": record.epoch, **record.metrics})
             trial.set_user_attr("history", _json_safe(history))
             value = record.metrics.get(objective)
-            if value is not None and math.isfinite(value):
+            if single and value is not None and math.isfinite(value):
                 trial.report(float(value), record.epoch)
-            if trial.should_prune():
+            if single and trial.should_prune():
                 trial.set_user_attr("stopped_reason", f"pruned at epoch {record.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
 
@@ -166,15 +171,16 @@ class Objective:
             ("stopped_reason", result.stopped_reason), ("embedding_distance", embedding),
         ):
             trial.set_user_attr(key, _json_safe(value))
-        value = result.best.get(objective, math.nan)
+        values = [result.best.get(name, math.nan) for name in self.cfg.objective_names]
         if result.stopped_reason and result.stopped_reason.startswith("non_finite"):
             raise optuna.TrialPruned(result.stopped_reason)
-        if not math.isfinite(value):
-            reason = f"non_finite_objective: {objective} = {value}"
+        bad = [(name, v) for name, v in zip(self.cfg.objective_names, values) if not math.isfinite(v)]
+        if bad:
+            reason = f"non_finite_objective: {bad[0][0]} = {bad[0][1]}"
             trial.set_user_attr("stopped_reason", reason)
             raise optuna.TrialPruned(reason)
         self._upload(trial, result)
-        return float(value)
+        return float(values[0]) if single else [float(v) for v in values]
 
     def _resume_checkpoint(self, trial: optuna.Trial, run_cfg: RunConfig) -> tuple[dict[str, Any] | None, list[Path]]:
         """The newest epoch checkpoint of the trials this one retries, and their paths."""

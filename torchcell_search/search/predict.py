@@ -72,11 +72,13 @@ def _write_tsv(out: Path, pairs: list[tuple[str, str]], pred: Any) -> None:
 
 
 def predict_command(study: str, storage: str | None, *, trial: int | None = None, pairs: Path, out: Path,
-                    cache_dir: Path | None = None, batch_size: int = 256) -> dict[str, Any]:
+                    cache_dir: Path | None = None, batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
     """Predict ``fitness`` and ``gene_interaction`` for the gene pairs in ``pairs``.
 
     Args:
         trial: trial number; default the study's best trial.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; the model runs there in
+            full precision, whatever device it was trained on.
 
     Returns:
         ``{"study", "trial", "rows", "out"}``.
@@ -85,19 +87,23 @@ def predict_command(study: str, storage: str | None, *, trial: int | None = None
         StudyError: no such study or trial, or the trial has no checkpoint.
         DataError: the pairs file is malformed or names genes absent from the cell graph
             (up to five are listed with their count); nothing is written.
-        ConfigError: ``out`` cannot be written (e.g. its parent is a file).
+        ConfigError: ``out`` cannot be written (e.g. its parent is a file), or ``device`` is
+            ``cuda`` where there is none.
     """
     from torchcell_search.search.objective import load_study_data
     from torchcell_search.search.study import _load
-    from torchcell_search.search.trainer import load_model, predict_genes
+    from torchcell_search.search.trainer import load_model, predict_genes, resolve_device
 
+    target = resolve_device(device)  # before any work: a bad device fails at once
     rdb, cfg = _load(study, storage)
     opt_study = optuna.load_study(study_name=study, storage=rdb)
     if trial is None:
         complete = opt_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
             raise StudyError(f"study {study!r} has no complete trial yet; give --trial N or run more trials")
-        frozen = opt_study.best_trial
+        # A multi-objective study has no single best trial: take its Pareto set's first trial.
+        frozen = opt_study.best_trial if len(opt_study.directions) == 1 else min(
+            opt_study.best_trials, key=lambda t: t.number)
     else:
         found = [t for t in opt_study.get_trials(deepcopy=False) if t.number == trial]
         if not found:
@@ -120,8 +126,8 @@ def predict_command(study: str, storage: str | None, *, trial: int | None = None
             raise StudyError(f"trial {frozen.number} of study {study!r} has no usable checkpoint "
                              f"({frozen.state.name.lower()}): {e}") from e
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model, standardiser = load_model(checkpoint, dataset.graph)
+    model, standardiser = load_model(checkpoint, dataset.graph, device=str(target))
     genes = torch.tensor([[index[q], index[a]] for q, a in rows], dtype=torch.long).reshape(-1, 2)  # (R, 2)
     pred = predict_genes(model, standardiser, dataset, genes, batch_size=batch_size)  # (R, 2)
     _write_tsv(Path(out), rows, pred)
-    return {"study": study, "trial": frozen.number, "rows": len(rows), "out": str(out)}
+    return {"study": study, "trial": frozen.number, "rows": len(rows), "out": str(out), "device": str(target)}

@@ -31,9 +31,8 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import optuna
 import yaml
@@ -41,7 +40,9 @@ from optuna.trial import TrialState
 
 from torchcell_search.config import RunConfig
 from torchcell_search.errors import ConfigError, DataError, StudyError, TorchcellSearchError
-from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, load_space, parse_space
+from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, parse_space
+from torchcell_search.search.sweep_files import SweepFile, read_sweep_file
+from torchcell_search.search.study_config import CONFIG_ATTR, DEFAULT_OBJECTIVE, StudyConfig
 from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
 
 __all__ = [
@@ -50,20 +51,19 @@ __all__ = [
     "best_command",
     "build_study_config",
     "create_study_command",
+    "default_jobs",
     "format_status",
     "start_command",
     "status_command",
     "worker_command",
 ]
 
-#: Study user attribute holding the :class:`StudyConfig`.
-CONFIG_ATTR = "torchcell_search"
 BASELINES_ATTR = "baselines"
-DEFAULT_OBJECTIVE = "val/gene_interaction/Pearson"
 _logger = logging.getLogger(__name__)
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _DEFAULT_SPACE = "configs/report.yaml"
-_OBJECTIVE_RE = re.compile(r"^(train|val)/(fitness|gene_interaction)/(MSE|Pearson|Spearman)$|^(train|val)/loss$")
+_OBJECTIVE_RE = re.compile(
+    r"^(train|val)/(fitness|gene_interaction|combined)/(MSE|Pearson|Spearman)$|^(train|val)/loss$")
 _CHOICES = {
     "split": ("random", "pair", "gene"),
     "direction": ("maximize", "minimize"),
@@ -76,44 +76,6 @@ _RUNTIME_FIELDS = ("n_trials", "timeout")
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 _TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """Everything a worker needs to run a study's trials (stored with the study)."""
-
-    data: str = "demo"  # "demo" or an absolute data directory
-    subset: int | None = None  # records drawn reproducibly, None = all
-    split: str = "random"
-    space: dict[str, Any] = field(default_factory=dict)  # SearchSpace.to_dict()
-    space_source: str = ""  # the file the space came from (informational, never compared)
-    objective: str = DEFAULT_OBJECTIVE
-    direction: str = "maximize"
-    epochs: int = 8
-    sampler: str = "tpe"
-    pruner: str = "median"
-    # The median pruner compares a trial with the others once this many have finished ...
-    pruner_startup_trials: int = 2
-    # ... and never before this epoch (None: a quarter of the epochs).
-    pruner_warmup_epochs: int | None = None
-    n_trials: int = 20  # total across all workers
-    timeout: float | None = None  # seconds per worker
-    seed: int = 0
-    device: str = "auto"
-    artifacts: str | None = None  # None: next to a SQLite file, else ./torchcell-search-artifacts
-    overrides: dict[str, Any] = field(default_factory=dict)  # fixed dotted-key values for every trial
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StudyConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise StudyError(f"stored study configuration has unknown fields {unknown}; "
-                             f"it was written by another torchcell-search version")
-        return cls(**dict(data))
 
 
 # --- building and validating a configuration ------------------------------------------
@@ -169,9 +131,12 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, Mapping):
                 space = parse_space(value, source="recipe space")
                 out["space_source"] = "<recipe>"
+            elif isinstance(value, SweepFile):
+                space = value.space
+                out["space_source"] = space.source
             elif isinstance(value, (str, os.PathLike)):
                 path = _space_path(str(value))
-                space = load_space(path)
+                space = read_sweep_file(path).space
                 out["space_source"] = str(path)
             else:
                 raise ConfigError(f"--space: expected a file name, got {value!r}")
@@ -187,8 +152,10 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
             out["data"] = str(value)
         elif name == "subset":
             out["subset"] = None if value is None else _int(name, value, 1)
-        elif name in ("epochs", "n_trials", "pruner_startup_trials"):
+        elif name in ("epochs", "n_trials", "pruner_startup_trials", "pruner_min_resource"):
             out[name] = _int(name, value, 1 if name != "pruner_startup_trials" else 0)
+        elif name == "pruner_reduction_factor":
+            out[name] = _int(name, value, 2)
         elif name == "pruner_warmup_epochs":
             out[name] = None if value is None else _int(name, value, 0)
         elif name == "seed":
@@ -198,11 +165,29 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
                                       or not math.isfinite(value) or value <= 0):
                 raise ConfigError(f"--timeout: expected a positive number of seconds, got {value!r}")
             out["timeout"] = None if value is None else float(value)
-        elif name == "objective":
-            if not isinstance(value, str) or not _OBJECTIVE_RE.match(value):
-                raise ConfigError(f"--objective {value!r}: expected <train|val>/<fitness|gene_interaction>/"
-                                  f"<MSE|Pearson|Spearman> or val/loss (test metrics are never optimised)")
-            out["objective"] = value
+        elif name in ("objective", "objectives"):
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, (list, tuple)) or not names:
+                raise ConfigError(f"--objective {value!r}: expected one metric name or a list of them")
+            for objective in names:
+                if not isinstance(objective, str) or not _OBJECTIVE_RE.match(objective):
+                    raise ConfigError(f"--objective {objective!r}: expected <train|val>/<fitness|gene_interaction|"
+                                      f"combined>/<MSE|Pearson|Spearman> or val/loss (test metrics are never optimised)")
+            if len(set(names)) != len(names):
+                raise ConfigError(f"--objective {list(names)}: an objective is given twice")
+            out["objective"] = names[0]
+            if len(names) > 1:
+                out["objectives"] = list(names)
+        elif name in ("direction", "directions"):
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, (list, tuple)) or not names or any(
+                    d not in _CHOICES["direction"] for d in names):
+                raise ConfigError(f"--direction {value!r}: expected maximize or minimize (once per objective)")
+            out["direction"] = names[0]
+            if len(names) > 1:
+                out["directions"] = list(names)
+        elif name == "launcher":
+            out["launcher"] = _launcher(value)
         elif name in _CHOICES:
             if value not in _CHOICES[name]:
                 raise ConfigError(f"--{name} {value!r}: expected one of {', '.join(_CHOICES[name])}")
@@ -224,12 +209,46 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _given_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Recipe values updated by the other options (CLI flags win), validated."""
+def _launcher(value: Any) -> dict[str, Any]:
+    """Slurm defaults of the study (from a Hydra file's submitit launcher), checked."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"launcher: expected a mapping of Slurm settings, got {value!r}")
+    out: dict[str, Any] = {}
+    for key in sorted(map(str, value)):
+        item = value[key]
+        if key in ("cpus_per_task", "mem_gb", "timeout_min", "tasks_per_node", "nodes", "n_jobs",
+                   "gpus_per_node", "gpus_per_task"):
+            out[key] = _int(f"launcher.{key}", item, 0 if key.startswith("gpus") else 1)
+        elif key in ("partition", "gres"):
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"launcher.{key}: expected a string, got {item!r}")
+            out[key] = item
+        else:
+            raise ConfigError(f"launcher.{key}: not a Slurm setting torchcell-search uses")
+    return out
+
+
+def _given_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Sweep-file settings updated by the recipe, updated by the other options (CLI flags
+    win), validated; and the sweep file's notices."""
     options = {str(k).replace("-", "_"): v for k, v in (options or {}).items() if v is not None}
     recipe = options.pop("recipe", None)
     merged = {**(_read_recipe(recipe) if recipe else {}), **options}
-    return _normalise(merged)
+    notices: tuple[str, ...] = ()
+    if isinstance(merged.get("space"), (str, os.PathLike)):
+        sweep = read_sweep_file(_space_path(str(merged["space"])))
+        notices = sweep.notices
+        from_file = {{"objectives": "objective", "directions": "direction"}.get(k, k): v
+                     for k, v in sweep.options.items()}
+        if "objective" in merged and "direction" not in merged:
+            from_file.pop("direction", None)  # the given objectives take their own directions
+        if str(merged.get("data", "demo")) == "demo" and from_file.get("subset") and "subset" not in merged:
+            # The file sizes a real-data run; the embedded demo is a smoke run of its own size.
+            notices = (*notices, f"{sweep.space.source}: data_module.perturbation_subset_size "
+                                 f"{from_file.pop('subset')} is for real data; the demo data uses its default "
+                                 f"subset (give --data DIR, or --subset)")
+        merged = {**from_file, **merged, "space": sweep}
+    return _normalise(merged), notices
 
 
 def build_study_config(options: Mapping[str, Any] | None = None) -> StudyConfig:
@@ -239,7 +258,7 @@ def build_study_config(options: Mapping[str, Any] | None = None) -> StudyConfig:
         ConfigError: an option is invalid (named), or the grid sampler meets a float range.
         DataError: ``data`` is neither ``demo`` nor a directory.
     """
-    given = _given_options(options)
+    given, _ = _given_options(options)
     if "space" not in given:
         given.update(_normalise({"space": _DEFAULT_SPACE}))
     return _complete(given)
@@ -254,8 +273,15 @@ def _complete(given: dict[str, Any]) -> StudyConfig:
             values["direction"] = space.metric["goal"]
     if "sampler" not in values and space.sampler:
         values["sampler"] = space.sampler
-    objective = values.get("objective", DEFAULT_OBJECTIVE)
-    values.setdefault("direction", _direction(objective))
+    objectives = values.get("objectives") or [values.get("objective", DEFAULT_OBJECTIVE)]
+    directions = values.get("directions") or ([values["direction"]] if "direction" in values else
+                                              [_direction(o) for o in objectives])
+    if len(directions) != len(objectives):
+        raise ConfigError(f"--direction: {len(directions)} directions for {len(objectives)} objectives "
+                          f"({', '.join(objectives)}); give one per --objective, or none")
+    values.update(objective=objectives[0], direction=directions[0])
+    if len(objectives) > 1:
+        values.update(objectives=list(objectives), directions=list(directions), pruner="none")
     if values.get("data", "demo") == "demo":
         # The demo is a smoke run of the whole service: the report's full-graph model costs
         # one graph pass per sample, so 8 trials fit in minutes on 2 CPU cores only on a
@@ -271,6 +297,13 @@ def _complete(given: dict[str, Any]) -> StudyConfig:
     if cfg.pruner_warmup_epochs is not None and cfg.pruner_warmup_epochs >= cfg.epochs:
         raise ConfigError(f"pruner_warmup_epochs {cfg.pruner_warmup_epochs}: must be below epochs ({cfg.epochs})")
     return cfg
+
+
+def _creation_notices(cfg: StudyConfig) -> list[str]:
+    if cfg.is_multi_objective:
+        return [f"{len(cfg.objective_names)} objectives ({', '.join(cfg.objective_names)}): Optuna does not prune "
+                f"multi-objective studies, so every trial runs all {cfg.epochs} epochs"]
+    return []
 
 
 def _direction(objective: str) -> str:
@@ -293,10 +326,11 @@ def _make_sampler(cfg: StudyConfig, *, seed: int) -> optuna.samplers.BaseSampler
 
 
 def _make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    if cfg.pruner == "none":
+    if cfg.pruner == "none" or cfg.is_multi_objective:
         return optuna.pruners.NopPruner()
     if cfg.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=cfg.pruner_min_resource, max_resource=cfg.epochs,
+                                              reduction_factor=cfg.pruner_reduction_factor)
     warmup = cfg.pruner_warmup_epochs if cfg.pruner_warmup_epochs is not None else cfg.epochs // 4
     return optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=warmup)
 
@@ -378,7 +412,7 @@ def _wait_for_config(rdb: optuna.storages.BaseStorage, name: str, timeout: float
 def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, Any] | None, *,
                      cache_dir: Path | None = None) -> dict[str, Any]:
     _check_name(name)
-    given = _given_options(options)  # validated before the storage is touched
+    given, notices = _given_options(options)  # validated before the storage is touched
     fresh = _complete({**({} if "space" in given else _normalise({"space": _DEFAULT_SPACE})), **given})
     if fresh.data != "demo":
         # Missing or corrupt data files fail here, before a study is written (the load is
@@ -390,7 +424,7 @@ def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, A
     rdb = open_storage(url)
     if name not in _names(rdb):
         try:
-            study = optuna.create_study(storage=rdb, study_name=name, direction=fresh.direction,
+            study = optuna.create_study(storage=rdb, study_name=name, directions=fresh.objective_directions,
                                         sampler=_make_sampler(fresh, seed=fresh.seed), pruner=_make_pruner(fresh))
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another process created it a moment ago: check it below
@@ -399,7 +433,8 @@ def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, A
                 _enqueue_grid(study, fresh)
             # Written last: a process that lost the creation race waits for it (below).
             study.set_user_attr(CONFIG_ATTR, fresh.to_dict())
-            return {"study": name, "storage": redact(url), "created": True, "config": fresh.to_dict()}
+            return {"study": name, "storage": redact(url), "created": True, "config": fresh.to_dict(),
+                    "notices": [*notices, *_creation_notices(fresh)]}
     _wait_for_config(rdb, name)
     _, stored = _load(name, url)
     diffs = _differences(stored, given)
@@ -411,7 +446,7 @@ def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, A
         stored = dataclasses.replace(stored, **updates)
         rdb.set_study_user_attr(rdb.get_study_id_from_name(name), CONFIG_ATTR, stored.to_dict())
     return {"study": name, "storage": redact(url), "created": False, "updated": sorted(updates),
-            "config": stored.to_dict()}
+            "config": stored.to_dict(), "notices": list(notices)}
 
 
 def create_study_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *,
@@ -432,26 +467,47 @@ def create_study_command(name: str, storage: str | None, options: Mapping[str, A
     return _create_or_check(name, storage, options, cache_dir=cache_dir)
 
 
-def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int = 1,
-                  cache_dir: Path | None = None) -> dict[str, Any]:
+def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int | None = None,
+                  cache_dir: Path | None = None, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Create or resume a study, then run trials until its budget is reached.
 
     Args:
         jobs: worker processes; 1 runs the trials in this process, more start that many
-            ``torchcell-search worker`` processes and wait for them.
+            ``torchcell-search worker`` processes and wait for them. ``None``: one per core
+            this process may use (:func:`default_jobs`), never more than the trials left.
+        notify: called with each notice (unused keys of a sweep file, pruning off for
+            several objectives) before any trial runs.
 
     Returns:
         The study's status (see :func:`status_command`).
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
-    _create_or_check(name, storage, options, cache_dir=cache_dir)
+    created = _create_or_check(name, storage, options, cache_dir=cache_dir)
+    for line in created["notices"] if notify else ():
+        notify(line)
+    rdb, cfg = _load(name, storage)
+    if jobs is None:
+        left = _budget_left(optuna.load_study(study_name=name, storage=rdb), cfg.n_trials)
+        jobs = default_jobs(left)
     if jobs == 1:
-        _, cfg = _load(name, storage)
         worker_command(name, storage, cache_dir=cache_dir, sampler_seed=cfg.seed)
     else:
         _spawn_workers(name, resolve_storage(storage), jobs, cache_dir)
     return status_command(name, storage)
+
+
+def default_jobs(trials_left: int) -> int:
+    """Workers ``start`` runs without ``--jobs``: one per usable core, at most one per trial left.
+
+    Each worker runs one torch thread (the CLI's default): these sparse graph kernels gain
+    little from a second thread, so a core is worth more as another worker.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups, Slurm)
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, trials_left))
 
 
 def _spawn_workers(name: str, url: str, jobs: int, cache_dir: Path | None) -> None:
@@ -618,10 +674,18 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def _best(study: optuna.Study) -> dict[str, Any] | None:
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if len(study.directions) > 1 or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     trial = study.best_trial
     return {**_trial_row(trial), "value": trial.value, "config": trial.user_attrs.get("config")}
+
+
+def _pareto(study: optuna.Study) -> list[dict[str, Any]]:
+    """The complete trials no other complete trial beats on every objective, by trial number."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    return [{**_trial_row(t), "config": t.user_attrs.get("config")}
+            for t in sorted(study.best_trials, key=lambda t: t.number)]
 
 
 def status_command(name: str, storage: str | None, *, as_json: bool = False) -> dict[str, Any]:
@@ -643,11 +707,13 @@ def status_command(name: str, storage: str | None, *, as_json: bool = False) -> 
     return {
         "study": {
             "name": name, "storage": redact(resolve_storage(storage)), "objective": cfg.objective,
-            "direction": cfg.direction, "n_trials": cfg.n_trials, "counts": counts,
+            "direction": cfg.direction, "objectives": cfg.objective_names, "directions": cfg.objective_directions,
+            "n_trials": cfg.n_trials, "counts": counts,
             "config": cfg.to_dict(), "baselines": study.user_attrs.get(BASELINES_ATTR),
         },
         "trials": [_trial_row(t) for t in trials],
         "best": _best(study),
+        "pareto": _pareto(study) if cfg.is_multi_objective else None,
     }
 
 
@@ -671,33 +737,52 @@ def _short(key: str) -> str:
 def format_status(status: Mapping[str, Any]) -> str:
     """The status dict as a table: number, state, objective, val fitness MSE, val ε Pearson, duration, params."""
     s = status["study"]
-    lines = [f"study {s['name']} ({s['storage']}): objective {s['objective']} ({s['direction']}), "
+    objectives = s.get("objectives") or [s["objective"]]
+    directions = s.get("directions") or [s["direction"]]
+    aims = ", ".join(f"{o} ({d})" for o, d in zip(objectives, directions))
+    lines = [f"study {s['name']} ({s['storage']}): objective{'s' if len(objectives) > 1 else ''} {aims}, "
              f"{sum(s['counts'].get(k, 0) for k in ('COMPLETE', 'PRUNED'))}/{s['n_trials']} trials finished "
              f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(s['counts'].items())) or 'none yet'})"]
-    header = f"{'#':>4} {'state':<8} {'objective':>9} {'val fit MSE':>11} {'val gi r':>8} {'time s':>7}  params"
+    pareto = {row["number"] for row in status.get("pareto") or []}
+    width = 9 * len(objectives) + len(objectives) - 1
+    header = (f"{'#':>4} {'state':<8} {'objective' + ('s' if len(objectives) > 1 else ''):>{width}} "
+              f"{'val fit MSE':>11} {'val gi r':>8} {'time s':>7}  params")
     lines.append(header)
     for row in status["trials"]:
         m = row["metrics"]
-        value = row["values"][0] if row["values"] else m.get(s["objective"])
+        values = row["values"] or [m.get(o) for o in objectives]
+        shown = " ".join(f"{_fmt(v, '9.4f'):>9}" for v in values)
         params = " ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}"
                           for k, v in row["params"].items())
-        lines.append(f"{row['number']:>4} {row['state']:<8} {_fmt(value, '9.4f'):>9} "
+        mark = "*" if row["number"] in pareto else " "
+        lines.append(f"{row['number']:>3}{mark} {row['state']:<8} {shown:>{width}} "
                      f"{_fmt(m.get('val/fitness/MSE'), '11.5f'):>11} "
                      f"{_fmt(m.get('val/gene_interaction/Pearson'), '8.3f'):>8} "
                      f"{_fmt(row['duration_s'], '7.1f'):>7}  {params}")
     best = status.get("best")
     if best:
         lines.append(f"best: trial {best['number']} {s['objective']} = {best['value']:.4f}")
+    if pareto:
+        lines.append(f"Pareto set (*): trials {', '.join(str(n) for n in sorted(pareto))}")
     return "\n".join(lines)
 
 
 def best_command(name: str, storage: str | None, *, as_json: bool = False) -> dict[str, Any]:
     """The best complete trial: number, value, params, metrics, test metrics and full config.
 
+    A multi-objective study has no single best trial: the result is its Pareto set,
+    ``{"study", "objectives", "directions", "pareto": [rows with "values"]}``.
+
     Raises:
         StudyError: no such study, or it has no complete trial yet.
     """
     status = status_command(name, storage)
+    s = status["study"]
+    if status["pareto"] is not None:
+        if not status["pareto"]:
+            raise StudyError(f"study {name!r} has no complete trial yet; run `torchcell-search start --study {name}`")
+        return {"study": name, "objectives": s["objectives"], "directions": s["directions"],
+                "pareto": status["pareto"]}
     if status["best"] is None:
         raise StudyError(f"study {name!r} has no complete trial yet; run `torchcell-search start --study {name}`")
-    return {"study": name, "objective": status["study"]["objective"], **status["best"]}
+    return {"study": name, "objective": s["objective"], **status["best"]}

@@ -3,9 +3,10 @@
 The loop reads top to bottom in a fixed order (house rule 8)::
 
     for each epoch:
-        set lr (per step: warmup, then cosine)      -> _lr_at
+        set lr (per step: warmup, then cosine/constant/plateau)  -> _lr_at
         forward, composite loss, backward, clip, step
-        epoch metrics on the original label scale  -> _evaluate
+        epoch metrics on the original label scale, val loss    -> _predict
+        plateau schedule: ReduceLROnPlateau.step(val/loss)
         epoch_callback (the search reports and prunes there)
         keep the best-val state; test metrics only at a new best
         checkpoint_callback (resumable checkpoint)
@@ -31,7 +32,7 @@ import torch
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import LABELS, CellGraph, Dataset, Split
 from torchcell_search.errors import ConfigError
-from torchcell_search.metrics import regression_metrics
+from torchcell_search.metrics import combined_metrics, regression_metrics
 
 __all__ = [
     "EpochRecord",
@@ -107,11 +108,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cuda_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The training device's CUDA generator state (GPU dropout draws from it); None on CPU.
+
+    Only the device trained on is saved, so a resume on a node with another GPU count works.
+    """
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_cuda_rng_state(state: torch.Tensor | None, device: torch.device) -> None:
+    """Restore :func:`_cuda_rng_state`; a CPU run, or a checkpoint from a CPU run, has none to restore."""
+    if state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+
+
 def _lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str) -> float:
     # Linear warmup from ~0, so the first steps of a fresh model cannot blow up the embeddings.
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
-    if schedule == "constant":
+    if schedule in ("constant", "plateau"):  # plateau: base_lr is the scheduler's current rate
         return base_lr
     # Cosine decay to 1% of the base rate over the remaining steps.
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -169,16 +184,51 @@ class _Batcher:
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, batcher: _Batcher, index: torch.Tensor, batch_size: int, amp: bool) -> torch.Tensor:
-    """Standardised predictions ``(R, 2)`` for records ``index``, in that order."""
+def _predict(
+    model: torch.nn.Module, batcher: _Batcher, index: torch.Tensor, batch_size: int, amp: bool,
+    loss: tuple[torch.nn.Module, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Standardised predictions ``(R, 2)`` for records ``index``, in that order, and with
+    ``loss = (loss_fn, targets)`` the record-weighted mean of the batch losses (else NaN),
+    batched as in training so ``val/loss`` compares with ``train/loss``."""
     was_training = model.training
     model.eval()
-    out = []
+    out, total = [], 0.0
     for chunk in index.split(batch_size):
         with torch.autocast(batcher.device.type, enabled=amp):
-            out.append(model(*batcher(chunk)).pred.float().cpu())
+            result = model(*batcher(chunk))
+        out.append(result.pred.float().cpu())
+        if loss is not None:
+            loss_fn, targets = loss
+            value, _ = loss_fn(result.pred.float(), targets[chunk].to(result.pred.device), result.z_p.float())
+            total += float(value) * len(chunk)
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, len(LABELS))
+    pred = torch.cat(out) if out else torch.empty(0, len(LABELS))
+    return pred, (total / len(index) if loss is not None and len(index) else math.nan)
+
+
+def _optimizer(params: list[torch.nn.Parameter], tc: Any) -> torch.optim.Optimizer:
+    """``optimizer.type``: AdamW (decoupled weight decay) or Adam (weight decay as an L2 term in the gradient)."""
+    optimizers = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
+    if tc.optimizer not in optimizers:
+        raise ConfigError(f"optimizer.type: {tc.optimizer!r} is not one of {', '.join(optimizers)}")
+    return optimizers[tc.optimizer](params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _plateau(optimizer: torch.optim.Optimizer, tc: Any) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """ReduceLROnPlateau with the ``regression_task.lr_scheduler.*`` values, for ``trainer.lr_schedule=plateau``.
+
+    Stepped once per epoch on ``val/loss``. TorchCell builds the same scheduler (monitor
+    ``val/loss``) but its manual-optimisation training step never calls ``step()``, so its
+    learning rate never changes; here it does.
+    """
+    if tc.lr_schedule != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=tc.plateau_mode, factor=tc.plateau_factor, patience=tc.plateau_patience,
+        threshold=tc.plateau_threshold, threshold_mode=tc.plateau_threshold_mode, cooldown=tc.plateau_cooldown,
+        min_lr=tc.plateau_min_lr, eps=tc.plateau_eps,
+    )
 
 
 def train(
@@ -256,10 +306,8 @@ def _train(
     np.random.seed(tc.seed % 2**32)
 
     labels = dataset.table.labels()  # (R, 2) original scale, NaN where missing
-    if cfg.loss.standardize_labels:
-        standardiser = Standardiser.fit(labels[split.train])  # train statistics only
-    else:
-        standardiser = Standardiser.identity()
+    train_statistics = Standardiser.fit(labels[split.train])  # train statistics only
+    standardiser = train_statistics if cfg.loss.standardize_labels else Standardiser.identity()
     targets = standardiser.transform(labels)  # (R, 2)
     model = build_model(dataset.graph, cfg.model).to(device)
     train_profile = None  # (R, F): out-of-fold profile features of the train records
@@ -272,7 +320,8 @@ def _train(
         train_profile[split.train] = features
     loss_fn = CompositeLoss(cfg.loss, targets[split.train]).to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = _optimizer(params, tc)
+    scheduler = _plateau(optimizer, tc)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     batcher = _Batcher(dataset, device, needs_masks=model.needs_masks)
     steps_per_epoch = math.ceil(len(split.train) / tc.batch_size)
@@ -280,7 +329,7 @@ def _train(
 
     state: dict[str, Any] = {
         "epoch": -1, "best_value": None, "best_epoch": -1, "best": {}, "test": {}, "history": [],
-        "best_model": None, "predictions": {}, "histograms": {}, "stale_epochs": 0,
+        "best_model": None, "predictions": {}, "histograms": {}, "stale_epochs": 0, "plateau_lr": tc.lr,
     }
     if checkpoint is not None:
         if checkpoint.get("config") != cfg.flat():
@@ -289,7 +338,10 @@ def _train(
         loss_fn.load_state_dict(checkpoint["loss"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["rng"])
+        _set_cuda_rng_state(checkpoint.get("cuda_rng"), device)
         state.update(copy.deepcopy(checkpoint["state"]))
 
     stopped_reason: str | None = None
@@ -310,8 +362,9 @@ def _train(
         train_pred, train_index, running = [], [], 0.0
         for step, local in enumerate(_batches(len(split.train), tc.batch_size, generator)):
             index = split.train[local]
-            # lr: warmup, then cosine decay, per step.
-            lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, tc.lr, tc.lr_schedule)
+            # lr: warmup, then cosine decay (or the plateau scheduler's current rate), per step.
+            base_lr = state["plateau_lr"] if scheduler is not None else tc.lr
+            lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, base_lr, tc.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # forward and composite loss on the standardised labels
@@ -339,10 +392,14 @@ def _train(
 
         # epoch metrics on the original label scale; train metrics from the epoch's own steps
         train_idx = torch.cat(train_index)
-        metrics = regression_metrics(standardiser.inverse(torch.cat(train_pred)), labels[train_idx], "train")
+        train_orig = standardiser.inverse(torch.cat(train_pred))
+        metrics = regression_metrics(train_orig, labels[train_idx], "train")
+        metrics.update(_combined(train_orig, labels[train_idx], train_statistics, "train"))
         metrics["train/loss"] = running / len(train_idx)
-        val_pred = standardiser.inverse(_predict(model, batcher, split.val, tc.batch_size, amp))
+        val_std, metrics["val/loss"] = _predict(model, batcher, split.val, tc.batch_size, amp, (loss_fn, targets))
+        val_pred = standardiser.inverse(val_std)
         metrics.update(regression_metrics(val_pred, labels[split.val], "val"))
+        metrics.update(_combined(val_pred, labels[split.val], train_statistics, "val"))
         metrics["embedding/mean_pairwise_distance"] = _mean_pairwise_distance(model)
         metrics["lr"] = lr
         metrics["epoch_seconds"] = time.perf_counter() - epoch_start
@@ -352,17 +409,24 @@ def _train(
         if objective not in metrics:
             raise ConfigError(f"objective {objective!r} is not a per-epoch metric; choose one of {', '.join(sorted(metrics))}")
         value = metrics[objective]
+        if scheduler is not None:
+            # ReduceLROnPlateau on the val loss, once per epoch; it rescales the rate we own.
+            for group in optimizer.param_groups:
+                group["lr"] = state["plateau_lr"]
+            scheduler.step(metrics["val/loss"])
+            state["plateau_lr"] = optimizer.param_groups[0]["lr"]
 
         # keep the best-val state; test metrics only at a new best, never a max over epochs
         improved = math.isfinite(value) and (
             state["best_value"] is None or (value > state["best_value"] if maximize else value < state["best_value"])
         )
         if improved:
-            test_pred = standardiser.inverse(_predict(model, batcher, split.test, tc.batch_size, amp))
+            test_pred = standardiser.inverse(_predict(model, batcher, split.test, tc.batch_size, amp)[0])
             state.update(
                 best_value=value, best_epoch=epoch, stale_epochs=0,
                 best={k: v for k, v in metrics.items() if k.startswith(("train/", "val/"))},
-                test=regression_metrics(test_pred, labels[split.test], "test") if len(split.test) else {},
+                test={**regression_metrics(test_pred, labels[split.test], "test"),
+                      **_combined(test_pred, labels[split.test], train_statistics, "test")} if len(split.test) else {},
                 best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 predictions={"val": val_pred.numpy(), "test": test_pred.numpy()},
                 histograms=histograms,
@@ -381,7 +445,8 @@ def _train(
             checkpoint_callback(copy.deepcopy({
                 "config": cfg.flat(), "model": model.state_dict(), "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(), "state": state,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(device), "state": state,
             }))
         if tc.patience and state["stale_epochs"] >= tc.patience:
             stopped_reason = "early_stopping"
@@ -401,6 +466,11 @@ def _train(
         seconds=time.perf_counter() - started, stopped_reason=stopped_reason, best_checkpoint=best_checkpoint,
         predictions=state["predictions"], histograms=state["histograms"],
     )
+
+
+def _combined(pred: torch.Tensor, labels: torch.Tensor, train_statistics: Any, split: str) -> dict[str, float]:
+    """``<split>/combined/{MSE,Pearson}``: both labels z-scored with train statistics, pooled."""
+    return combined_metrics(pred, labels, train_statistics.mean, train_statistics.std, split)
 
 
 def load_model(checkpoint: Mapping[str, Any], graph: CellGraph, *, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
@@ -470,8 +540,16 @@ _TABLE_COLUMNS = (
     ("train/gene_interaction/Pearson", "trn gi r", "{:>8.3f}"),
     ("val/gene_interaction/MSE", "val gi MSE", "{:>10.5f}"),
     ("val/gene_interaction/Pearson", "val gi r", "{:>8.3f}"),
+    ("val/combined/MSE", "val comb MSE", "{:>12.4f}"),
+    ("val/combined/Pearson", "val comb r", "{:>10.3f}"),
+    ("val/loss", "val loss", "{:>8.4f}"),
+    ("lr", "lr", "{:>8.1e}"),
     ("embedding/mean_pairwise_distance", "emb dist", "{:>8.3f}"),
     ("epoch_seconds", "s", "{:>6.1f}"),
+    # train records per second of the epoch (its evaluation included), and the peak memory
+    # torch allocated on the GPU so far (nan on the CPU): scripts/gpu-check.sh reads both
+    ("records_per_s", "rec/s", "{:>7.1f}"),
+    ("peak_gpu_gib", "GPU GiB", "{:>7.2f}"),
 )
 
 
@@ -502,7 +580,9 @@ def train_command(*, data: str, subset: int | None, split: str, epochs: int | No
     def show(record: EpochRecord) -> None:
         if record.epoch == 0:
             print(" ".join(title.rjust(len(fmt.format(0))) for _, title, fmt in _TABLE_COLUMNS), flush=True)
-        row = {"epoch": record.epoch, **record.metrics}
+        gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_initialized() else math.nan
+        row = {"epoch": record.epoch, **record.metrics, "peak_gpu_gib": gpu,
+               "records_per_s": len(data_split.train) / record.metrics["epoch_seconds"]}
         print(" ".join(fmt.format(row[key]) for key, _, fmt in _TABLE_COLUMNS), flush=True)
 
     result = train(dataset, data_split, cfg, epoch_callback=None if as_json else show, progress=not as_json)

@@ -1,5 +1,13 @@
 """Storage URLs: resolution, validation, password redaction and the Optuna RDB storage.
 
+Every URL form an Optuna user writes is accepted as written: ``sqlite:///relative.db``,
+``sqlite:////absolute.db``, ``postgresql://user[:password]@host[:port]/db`` and its explicit
+driver forms ``postgresql+psycopg://`` (psycopg 3) and ``postgresql+psycopg2://``. The URL is
+never rewritten, so the same string works in ``optuna-dashboard URL`` and ``optuna studies
+--storage URL``: SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3 (2.0 mapped it to
+psycopg2), and the package depends on both drivers. A driver that is missing anyway is
+reported with the package to install (:func:`check_driver`).
+
 Every URL that reaches a message goes through :func:`redact` first, so a password in
 ``postgresql+psycopg2://user:secret@host/db`` is never printed. :func:`open_storage` is the
 one place that opens a database: it sets heartbeats (a dead worker's trial is marked failed
@@ -19,6 +27,7 @@ import functools
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -34,8 +43,10 @@ __all__ = [
     "DB_RETRY_S",
     "DEFAULT_STORAGE",
     "GRACE_PERIOD_S",
+    "PG_CONNECT_TIMEOUT_S",
     "HEARTBEAT_INTERVAL_S",
     "MAX_RETRY",
+    "check_driver",
     "open_storage",
     "redact",
     "resolve_storage",
@@ -56,10 +67,15 @@ _HEARTBEAT_ENV = "TORCHCELL_SEARCH_HEARTBEAT_S"
 _GRACE_ENV = "TORCHCELL_SEARCH_GRACE_S"
 _RETRY_ENV = "TORCHCELL_SEARCH_DB_RETRY_S"
 _logger = logging.getLogger(__name__)
-_PG_CONNECT_TIMEOUT_S = 5
+#: Seconds libpq waits for a PostgreSQL server per address before giving up (opening never retries).
+PG_CONNECT_TIMEOUT_S = 5
 _SQLITE_BUSY_TIMEOUT_S = 60
 _BACKENDS = ("sqlite", "postgresql", "mysql")
-_PG_DRIVERS = (None, "psycopg2")
+# Synchronous PostgreSQL drivers taking libpq's connect_timeout (None: SQLAlchemy's default, psycopg in 2.1).
+_PG_DRIVERS = (None, "psycopg", "psycopg2")
+# pip package of each driver module SQLAlchemy may import (its dialect's ``driver`` name).
+_DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "mysqldb": "mysqlclient",
+                    "pymysql": "PyMySQL"}
 _PASSWORD_RE = re.compile(r"(?P<head>[a-zA-Z0-9+.\-]+://[^:/@\s]*:)(?P<pw>[^/\s]*)(?P<tail>@)")
 
 
@@ -89,25 +105,44 @@ def resolve_storage(url: str | None) -> str:
 
     Raises:
         ConfigError: the URL does not parse, or its scheme is not sqlite, postgresql
-            (driver psycopg2) or mysql.
+            (default driver, psycopg or psycopg2) or mysql.
     """
     url = (url or "").strip() or DEFAULT_STORAGE
     try:
         parsed = make_url(url)
     except Exception as e:  # sqlalchemy.exc.ArgumentError, ValueError on odd ports
         raise ConfigError(f"storage URL {redact(url)!r} does not parse; expected e.g. "
-                          f"{DEFAULT_STORAGE} or postgresql+psycopg2://user@host:5432/db") from e
+                          f"{DEFAULT_STORAGE} or postgresql://user@host:5432/db") from e
     backend, driver = parsed.get_backend_name(), parsed.drivername.partition("+")[2] or None
     if backend not in _BACKENDS:
         raise ConfigError(f"storage URL {redact(url)!r}: scheme {parsed.drivername!r} is not supported; "
-                          f"use sqlite, postgresql(+psycopg2) or mysql")
+                          f"use sqlite, postgresql or mysql")
     if backend == "postgresql" and driver not in _PG_DRIVERS:
-        raise ConfigError(f"storage URL {redact(url)!r}: PostgreSQL driver {driver!r} is not installed; "
-                          f"use postgresql+psycopg2://")
+        raise ConfigError(f"storage URL {redact(url)!r}: PostgreSQL driver {driver!r} is not supported "
+                          f"(Optuna needs a synchronous one); use postgresql://, postgresql+psycopg:// "
+                          f"or postgresql+psycopg2://")
     if backend == "sqlite" and not parsed.database:
         raise ConfigError(f"storage URL {redact(url)!r}: an in-memory SQLite database cannot be shared "
                           f"with workers; name a file, e.g. {DEFAULT_STORAGE}")
     return url
+
+
+def check_driver(url: str) -> None:
+    """Import the database driver SQLAlchemy picks for ``url``, as Optuna will.
+
+    Raises:
+        StorageError: the driver module is missing; the one-line message names the pip
+            package that provides it (e.g. ``psycopg[binary]`` for a bare ``postgresql://``
+            under SQLAlchemy 2.1), instead of SQLAlchemy's "Failed to import DB access module".
+    """
+    dialect = make_url(url).get_dialect()
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        package = _DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
+        raise StorageError(f"storage URL {redact(url)}: its {dialect.name} driver {dialect.driver!r} is not "
+                           f"installed in this Python environment ({sys.executable}); install it with: "
+                           f"pip install '{package}'") from e
 
 
 def sqlite_path(url: str) -> str | None:
@@ -120,7 +155,7 @@ def _engine_kwargs(url: str) -> dict:
     backend = make_url(url).get_backend_name()
     kwargs: dict = {"pool_pre_ping": True}
     if backend == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": _PG_CONNECT_TIMEOUT_S}
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     elif backend == "sqlite":
         # Several local workers share one file: wait for the write lock instead of failing.
         kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT_S}
@@ -222,14 +257,17 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
     Heartbeats are on (:data:`HEARTBEAT_INTERVAL_S`, :data:`GRACE_PERIOD_S`, or
     ``$TORCHCELL_SEARCH_HEARTBEAT_S`` / ``$TORCHCELL_SEARCH_GRACE_S``): a trial whose
     worker stopped beating is marked failed and re-queued up to :data:`MAX_RETRY` times.
-    An unreachable PostgreSQL server fails within about 15 seconds; once open, a lost
-    connection is retried for :data:`DB_RETRY_S` (``$TORCHCELL_SEARCH_DB_RETRY_S``) seconds.
+    Opening does not retry: libpq waits :data:`PG_CONNECT_TIMEOUT_S` seconds per server
+    address, then the command fails; once open, a lost connection is retried for
+    :data:`DB_RETRY_S` (``$TORCHCELL_SEARCH_DB_RETRY_S``) seconds.
 
     Raises:
         ConfigError: the URL or one of the environment variables is invalid.
-        StorageError: the database cannot be reached or opened.
+        StorageError: the driver is missing (the package to install is named), or the
+            database cannot be reached or opened.
     """
     url = resolve_storage(url)
+    check_driver(url)
     heartbeat = int(_env_seconds(_HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S, integer=True))
     grace = int(_env_seconds(_GRACE_ENV, GRACE_PERIOD_S, integer=True))
     if grace <= heartbeat:

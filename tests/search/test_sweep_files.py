@@ -1,0 +1,328 @@
+"""Sweep files as researchers wrote them: TorchCell's real Hydra and W&B files, the Hydra
+defaults chain and sweep grammar (hydra-core's own parser), every W&B distribution, the
+notice line for unused keys and the refusal of keys that would change the model."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from torchcell_search.errors import ConfigError
+from torchcell_search.search.spaces import Choice, Fixed, Quantile, Range, SearchSpace
+from torchcell_search.search.sweep_files import TORCHCELL_OBJECTIVES, read_sweep_file
+
+TORCHCELL_CONF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "torchcell-conf"
+HYDRA_SWEEP = "igb_optuna-hetero_cell-sweep_2.5e4.yaml"
+WANDB_SWEEP = "delta_wandb-hetero_cell-sweep_2.5e4.yaml"
+
+
+@pytest.fixture(scope="module")
+def conf() -> Path:
+    """TorchCell's real config folder (read-only, never copied into the repository)."""
+    if not (TORCHCELL_CONF / HYDRA_SWEEP).is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"TorchCell's configs are missing at {TORCHCELL_CONF}")
+        pytest.skip(f"TorchCell's configs not found at {TORCHCELL_CONF}")
+    return TORCHCELL_CONF
+
+
+def _sample(space: SearchSpace, n: int = 30, seed: int = 0) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [space.suggest(study.ask()) for _ in range(n)]
+
+
+# --- TorchCell's own files ------------------------------------------------------------------
+
+
+def test_every_torchcell_file_is_read(conf: Path) -> None:
+    files = sorted(conf.glob("*.yaml"))
+    assert len(files) >= 5
+    for path in files:
+        sweep = read_sweep_file(path)
+        # every value the space holds is one of our keys, and it survives the study's storage
+        assert SearchSpace.from_dict(sweep.space.to_dict()).params == sweep.space.params
+
+
+def test_hydra_optuna_sweep_is_the_whole_run(conf: Path) -> None:
+    sweep = read_sweep_file(conf / HYDRA_SWEEP)
+    p, o = sweep.space.params, sweep.options
+    assert sweep.format == "hydra"
+    # the sweep grammar, parsed by hydra-core, in each parameter's own type
+    assert p["heads"] == Choice((1, 5, 10))
+    assert p["model.num_layers"] == Choice((2, 3, 5, 6))  # written "choice (2, 3, 5, 6)"
+    assert p["regression_task.lambda_dist"] == Choice((0.0, 1e-3, 1e-2, 1e-1, 1.0, 1.5, 2.0))
+    assert p["model.prediction_head_config.residual"] == Choice((True, False))
+    # norms: ${norms} reaches model.norm and head_norm: one sampled value sets both
+    assert p["model.norm"] == Choice(("layer", "batch"))
+    assert sweep.space.links["model.norm"] == ("model.prediction_head_config.head_norm",)
+    for values in _sample(sweep.space):
+        assert values["model.norm"] == values["model.prediction_head_config.head_norm"]
+    # fixed values of hetero_cell.yaml, reached through the defaults chain
+    assert p["model.hidden_channels"] == Choice((16, 32, 64))
+    assert p["data_module.batch_size"] == Fixed(32)
+    assert p["optimizer.weight_decay"] == Fixed(1e-9)
+    assert p["trainer.grad_clip"] == Fixed(10.0)  # clip_grad_norm: true + clip_grad_norm_max_norm: 10.0
+    assert p["trainer.lr_schedule"] == Fixed("plateau")  # ReduceLROnPlateau
+    assert p["regression_task.lr_scheduler.factor"] == Fixed(0.2)
+    # the study: epochs, subset, sampler and seed, two directions -> TorchCell's own two objectives
+    assert (o["epochs"], o["subset"], o["n_trials"], o["sampler"], o["seed"]) == (20, 25000, 112, "tpe", 42)
+    assert o["directions"] == ["minimize", "maximize"] and o["objectives"] == list(TORCHCELL_OBJECTIVES)
+    assert o["launcher"] == {"partition": "mmli", "cpus_per_task": 12, "mem_gb": 100, "timeout_min": 10080,
+                             "gres": "gpu:1", "tasks_per_node": 1, "nodes": 1, "n_jobs": 4}
+    # one notice line naming the machinery keys and the other machine's storage and study name
+    (line,) = sweep.notices
+    for key in ("wandb.*", "profiler.is_pytorch", "data_module.num_workers", "model.gene_num", "trainer.accelerator",
+                "hydra.sweeper.storage", "hydra.sweeper.study_name", "hydra.launcher.submitit_folder",
+                "regression_task.plot_sample_ceiling"):
+        assert key in line, key
+    assert "\n" not in line and "model.hidden_channels" not in line
+
+
+def test_nested_wandb_sweep_is_the_whole_run(conf: Path) -> None:
+    sweep = read_sweep_file(conf / WANDB_SWEEP)
+    p, o = sweep.space.params, sweep.options
+    assert sweep.format == "wandb" and sweep.space.sampler == "random"
+    # three levels of parameters: blocks; 1e-5 (a string to YAML) read as a number
+    assert p["optimizer.lr"] == Choice((1e-5, 1e-4, 1e-3))
+    assert p["regression_task.lambda_supcr"] == Choice((0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+    # the three convolutions' heads (10 each) are our one heads setting
+    assert p["heads"] == Fixed(10)
+    assert p["model.prediction_head_config.head_num_layers"] == Fixed(2)
+    assert p["optimizer.weight_decay"] == Fixed(1e-9)
+    assert (o["epochs"], o["subset"]) == (60, 25000)  # perturbation_subset_size: 2.5e4
+    (line,) = sweep.notices
+    assert "program" in line and "command" in line and "profiler.is_pytorch" in line
+
+
+def test_a_two_direction_file_makes_a_two_objective_study(conf: Path) -> None:
+    from torchcell_search.search.study import build_study_config
+
+    cfg = build_study_config({"space": str(conf / HYDRA_SWEEP)})
+    assert cfg.objective_names == list(TORCHCELL_OBJECTIVES) and cfg.objective_directions == ["minimize", "maximize"]
+    assert cfg.pruner == "none" and cfg.seed == 42 and cfg.epochs == 20
+    # the demo data is smaller than the file's real-data subset: it keeps its own
+    assert cfg.subset == 1200
+    # flags win over the file
+    cfg = build_study_config({"space": str(conf / HYDRA_SWEEP), "epochs": 2, "n_trials": 4,
+                              "objective": ["val/fitness/MSE"]})
+    assert (cfg.epochs, cfg.n_trials, cfg.objective_names, cfg.objective_directions) == (
+        2, 4, ["val/fitness/MSE"], ["minimize"])
+
+
+# --- Hydra: defaults chain, interpolation, sweep grammar -----------------------------------------
+
+
+def _write(folder: Path, name: str, data: dict | str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("defaults", "expected"), [
+    (["base", "_self_"], 32),  # _self_ last: this file wins
+    (["_self_", "base"], 16),  # _self_ first: the listed file wins
+    (["base"], 32),  # no _self_: Hydra appends it
+])
+def test_defaults_chain_follows_self_order(tmp_path: Path, defaults: list, expected: int) -> None:
+    _write(tmp_path, "base.yaml", {"model": {"hidden_channels": 16, "num_layers": 2}})
+    path = _write(tmp_path, "run.yaml", {"defaults": defaults, "model": {"hidden_channels": 32}})
+    p = read_sweep_file(path).space.params
+    assert p["model.hidden_channels"] == Fixed(expected) and p["model.num_layers"] == Fixed(2)
+
+
+def test_defaults_config_groups_and_plugin_selections(tmp_path: Path) -> None:
+    _write(tmp_path, "model/small.yaml", {"hidden_channels": 8})
+    path = _write(tmp_path, "run.yaml", {"defaults": [{"model": "small"}, {"override hydra/sweeper": "optuna"},
+                                                      {"override hydra/launcher": "submitit_slurm"}, "_self_"],
+                                         "model": {"num_layers": 1}})
+    p = read_sweep_file(path).space.params
+    # a group file lands under its group; hydra/* entries select plugins and are not files
+    assert p["model.hidden_channels"] == Fixed(8) and p["model.num_layers"] == Fixed(1)
+
+
+def test_override_replaces_a_group_choice_in_the_defaults_tree(tmp_path: Path) -> None:
+    _write(tmp_path, "model/small.yaml", {"hidden_channels": 8})
+    _write(tmp_path, "model/large.yaml", {"hidden_channels": 128})
+    _write(tmp_path, "base.yaml", {"defaults": [{"model": "small"}, "_self_"], "model": {"num_layers": 2}})
+    path = _write(tmp_path, "run.yaml", {"defaults": ["base", {"override model": "large"}, "_self_"]})
+    assert read_sweep_file(path).space.params["model.hidden_channels"] == Fixed(128)
+    # an override of a group nobody lists is refused, as Hydra refuses it
+    path = _write(tmp_path, "bad.yaml", {"defaults": ["base", {"override optimizer": "adam"}, "_self_"]})
+    with pytest.raises(ConfigError, match="override optimizer"):
+        read_sweep_file(path)
+
+
+def test_one_searched_placeholder_fans_out_through_interpolations(tmp_path: Path) -> None:
+    _write(tmp_path, "base.yaml", {"heads": 2, "model": {
+        "num_layers": 2, "gene_encoder_config": {"heads": "${heads}"}, "gpr_conv_config": {"heads": "${heads}"},
+        "metabolism_config": {"heads": "${heads}"}, "global_aggregator_config": {"heads": "${heads}"}}})
+    path = _write(tmp_path, "sweep.yaml", {"defaults": ["base", "_self_"], "hydra": {"sweeper": {
+        "params": {"heads": "choice(1, 4)", "model.num_layers": "3"}}}})
+    space = read_sweep_file(path).space
+    assert space.params["heads"] == Choice((1, 4))
+    assert space.links["heads"] == ("model.global_aggregator_config.heads",)
+    # a fixed value in params overrides the config before interpolations resolve
+    assert space.params["model.num_layers"] == Fixed(3)
+    for values in _sample(space):
+        assert values["heads"] == values["model.global_aggregator_config.heads"]
+
+
+@pytest.mark.parametrize(("key", "sweep", "expected"), [
+    # hydra-optuna-sweeper's create_optuna_distribution_from_override, case by case
+    ("heads", "choice(1, 5, 10)", Choice((1, 5, 10))),
+    ("optimizer.lr", "tag(log, interval(1e-6, 1))", Range(1e-6, 1.0, integer=False, log=True)),
+    ("model.num_layers", "int(interval(1, 10))", Range(1, 10, integer=True)),
+    ("model.num_layers", "range(1, 5)", Range(1, 5, integer=True, step=1)),
+    ("model.dropout", "range(0.0, 0.5, step=0.1)", Range(0.0, 0.5, integer=False, step=0.1)),
+    ("model.num_layers", "shuffle(range(1, 4))", Choice((1, 2, 3))),
+    ("model.dropout", "interval(0, 0.5)", Range(0.0, 0.5, integer=False)),
+])
+def test_sweep_grammar_converts_like_the_optuna_sweeper(tmp_path: Path, key: str, sweep: str, expected) -> None:
+    path = _write(tmp_path, "sweep.yaml", {"model": {"num_layers": 3, "dropout": 0.0}, "heads": 1,
+                                           "optimizer": {"lr": 1e-3},
+                                           "hydra": {"sweeper": {"params": {key: sweep}}}})
+    assert read_sweep_file(path).space.params[key] == expected
+
+
+# --- W&B: every distribution, early termination, run cap ------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "check"), [
+    ({"values": ["1e-3", "1e-2"]}, lambda v: v in (1e-3, 1e-2)),
+    ({"value": "1e-3"}, lambda v: v == 1e-3),
+    ({"distribution": "constant", "value": 0.5}, lambda v: v == 0.5),
+    ({"distribution": "categorical", "values": [0.1, 0.2], "probabilities": [0.5, 0.5]}, lambda v: v in (0.1, 0.2)),
+    ({"min": "1e-4", "max": "1e-2"}, lambda v: 1e-4 <= v <= 1e-2),
+    ({"distribution": "uniform", "min": 0.1, "max": 0.2}, lambda v: 0.1 <= v <= 0.2),
+    ({"distribution": "q_uniform", "min": 0.1, "max": 0.5, "q": 0.1}, lambda v: math.isclose(v * 10, round(v * 10))),
+    ({"distribution": "log_uniform", "min": -9.2, "max": -4.6}, lambda v: math.exp(-9.2) <= v <= math.exp(-4.6)),
+    ({"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}, lambda v: 1e-4 <= v <= 1e-2),
+    ({"distribution": "inv_log_uniform", "min": 4.6, "max": 9.2}, lambda v: math.exp(-9.2) <= v <= math.exp(-4.6)),
+    ({"distribution": "inv_log_uniform_values", "min": 1e-4, "max": 1e-2}, lambda v: 1e-4 <= v <= 1e-2),
+    ({"distribution": "q_log_uniform_values", "min": 1e-4, "max": 1e-2, "q": 1e-4},
+     lambda v: math.isclose(v / 1e-4, round(v / 1e-4))),
+    ({"distribution": "log_normal", "mu": -6.9, "sigma": 0.5}, lambda v: v > 0),
+    ({"distribution": "q_log_normal", "mu": -6.9, "sigma": 0.5, "q": 1e-4}, lambda v: v >= 0),
+    ({"distribution": "normal", "mu": 0.01, "sigma": 0.001}, lambda v: 0.0 < v < 0.02),
+    ({"distribution": "q_normal", "mu": 0.01, "sigma": 0.001, "q": 0.001}, lambda v: math.isclose(v * 1e3, round(v * 1e3))),
+    ({"distribution": "beta", "a": 2, "b": 5}, lambda v: 0 < v < 1),
+    ({"distribution": "q_beta", "a": 2, "b": 5, "q": 0.05}, lambda v: 0 <= v <= 1),
+])
+def test_every_wandb_distribution_samples_inside_its_law(tmp_path: Path, spec: dict, check) -> None:
+    path = _write(tmp_path, "sweep.yaml", {"method": "random", "parameters": {
+        "regression_task": {"parameters": {"optimizer": {"parameters": {"lr": spec}}}}}})
+    space = read_sweep_file(path).space
+    values = [v["optimizer.lr"] for v in _sample(space, n=40)]
+    assert all(isinstance(v, float) and check(v) for v in values), values
+    # the stored form reads back as the same parameter
+    assert SearchSpace.from_dict(space.to_dict()).params == space.params
+
+
+def test_quantised_log_sizes_are_integers_on_a_grid(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sweep.yaml", {"parameters": {"data_module.batch_size": {
+        "distribution": "q_log_uniform_values", "min": 32, "max": 256, "q": 8}}})
+    values = [v["data_module.batch_size"] for v in _sample(read_sweep_file(path).space, n=40)]
+    assert all(isinstance(v, int) and v % 8 == 0 and 32 <= v <= 256 for v in values)
+    assert isinstance(read_sweep_file(path).space.params["data_module.batch_size"], Range)
+
+
+def test_normal_laws_are_sampled_through_their_quantile(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sweep.yaml", {"parameters": {"optimizer.lr": {
+        "distribution": "log_normal", "mu": math.log(1e-3), "sigma": 1.0}}})
+    space = read_sweep_file(path).space
+    assert space.params["optimizer.lr"] == Quantile("log_normal", math.log(1e-3), 1.0, integer=False)
+    # the median quantile is exp(mu)
+    assert space.params["optimizer.lr"].value(0.5) == pytest.approx(1e-3)
+
+
+def test_early_terminate_and_run_cap_become_the_pruner_and_budget(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sweep.yaml", {
+        "method": "bayes", "metric": {"name": "val/transformed/combined/MSE", "goal": "minimize"},
+        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3}, "run_cap": 7,
+        "program": "train.py", "parameters": {"model": {"parameters": {"num_layers": {"values": [1, 2]}}}}})
+    sweep = read_sweep_file(path)
+    assert sweep.options == {"pruner": "hyperband", "pruner_min_resource": 2, "pruner_reduction_factor": 3,
+                             "n_trials": 7}
+    # TorchCell's logged name of the z-scored pooled labels is our val/combined/MSE
+    assert sweep.space.metric == {"name": "val/combined/MSE", "goal": "minimize"}
+    assert sweep.space.sampler == "tpe"
+    from torchcell_search.search.study import _make_pruner, build_study_config
+
+    pruner = _make_pruner(build_study_config({"space": str(path), "epochs": 9}))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._reduction_factor) == (2, 3)
+
+
+# --- refusals: one line naming the file and the full dotted key --------------------------------------
+
+
+def _hydra_with(**model: object) -> dict:
+    return {"model": {"num_layers": 2, **model}}
+
+
+@pytest.mark.parametrize(("files", "words"), [
+    ({"run.yaml": _hydra_with(attention_pattern=["S", "M"])}, "model.attention_pattern"),
+    ({"run.yaml": {"cell_dataset": {"incidence_graphs": ["metabolism_bipartite"]}}}, "cell_dataset.incidence_graphs"),
+    ({"run.yaml": {"model": {"gene_encoder_config": {"heads": 5}, "gpr_conv_config": {"heads": 2}}}},
+     "model.gpr_conv_config.heads"),
+    ({"run.yaml": {"defaults": ["nowhere", "_self_"]}}, "nowhere"),
+    ({"run.yaml": {"defaults": ["other"]}, "other.yaml": {"defaults": ["run"]}}, "cycle"),
+    ({"run.yaml": {"model": {"norm": "${norms}"}}}, "model.norm"),
+    ({"run.yaml": {**_hydra_with(), "hydra": {"sweeper": {"params": {"model.num_layers": "choice()"}}}}},
+     "model.num_layers"),
+    ({"run.yaml": {**_hydra_with(), "hydra": {"sweeper": {"params": {"model.num_layers": "interval(1,"}}}}},
+     "model.num_layers"),
+    ({"run.yaml": {**_hydra_with(norm="layer"), "hydra": {"sweeper": {"params": {"model.norm": "range(1, 3)"}}}}},
+     "model.norm"),
+    ({"run.yaml": {**_hydra_with(), "hydra": {"sweeper": {"sampler": {"_target_": "optuna.samplers.CmaEsSampler"},
+                                                        "params": {}}}}}, "hydra.sweeper.sampler._target_"),
+    ({"run.yaml": {"trainer": {"max_epochs": 5}, "hydra": {"sweeper": {"params": {
+        "trainer.max_epochs": "choice(1, 2)"}}}}}, "trainer.max_epochs"),
+    ({"run.yaml": {**_hydra_with(), "hydra": {"sweeper": {"params": {"model.no_such": "choice(1, 2)"}}}}},
+     "model.no_such"),
+    ({"run.yaml": {"model": {"no_such_option": 1}}}, "model.no_such_option"),
+    ({"run.yaml": {"parameters": {"model": {"parameters": {"num_layers": {"value": 2}}}},
+                   "early_terminate": {"type": "not_a_real_type"}}}, "early_terminate"),
+    ({"run.yaml": {"parameters": {"model": {"parameters": {"dropout": {"distribution": "normal", "min": 0,
+                                                                        "max": 1}}}}}}, "model.dropout"),
+])
+def test_bad_sweep_files_are_refused_naming_file_and_key(tmp_path: Path, files: dict, words: str) -> None:
+    for name, data in files.items():
+        _write(tmp_path, name, data)
+    with pytest.raises(ConfigError) as info:
+        read_sweep_file(tmp_path / "run.yaml")
+    message = str(info.value)
+    assert str(tmp_path / "run.yaml") in message and words in message and "\n" not in message
+
+
+def _file_keys(data: object, prefix: str = "") -> list[str]:
+    """Dotted leaf keys of a YAML file, W&B ``parameters:`` blocks unwrapped."""
+    if isinstance(data, dict):
+        if "parameters" in data and isinstance(data["parameters"], dict) and not prefix:
+            return _file_keys(data["parameters"]) + [k for k in data if k != "parameters"]
+        if set(data) == {"parameters"} or set(data) & {"value", "values", "min", "max"}:
+            return _file_keys(data.get("parameters"), prefix) if "parameters" in data else [prefix[:-1]]
+        return [k for key, value in data.items() for k in _file_keys(value, f"{prefix}{key}.")]
+    return [prefix[:-1]] if prefix else []
+
+
+def test_every_key_of_torchcell_files_is_in_the_docs_and_the_table(conf: Path) -> None:
+    from torchcell_search.config import parameter_keys
+    from torchcell_search.search.sweep_files import _rule
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "torchcell-keys.md").read_text()
+    for path in sorted(conf.glob("*.yaml")):
+        for key in _file_keys(yaml.safe_load(path.read_text())):
+            key = key.removeprefix("hydra.sweeper.params.")  # a searched run key
+            last = key.rsplit(".", 1)[-1]
+            # every key is documented, and the run keys are in the mapping table
+            section = key.split(".", 1)[0]
+            assert f"`{key}`" in doc or f"`{last}`" in doc or f"`{section}.*`" in doc, (path.name, key)
+            if not key.startswith(("hydra.", "defaults")) and key not in ("program", "project", "method", "command"):
+                assert _rule(key) is not None or key in parameter_keys(), (path.name, key)
