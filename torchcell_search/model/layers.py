@@ -405,9 +405,12 @@ class _GATv2Attention(torch.autograd.Function):
                     contrib = dz.addcmul_(a.unsqueeze(-1), g)
                 else:
                     contrib = _sum_to(dz, S1) + _sum_to(g.mul_(a.unsqueeze(-1)), S1)
-                # Into dxl row by row in edge order: the same kernel as every segment sum, and
-                # no (N_src, S, H, C) zeros per chunk (that made a step quadratic in S).
-                dxl.index_add_(0, src, contrib)
+                # One chunk: a sorted segment sum. Several: into dxl row by row in edge order
+                # (a (N_src, S, H, C) zero tensor and sort per chunk made a step quadratic in S).
+                if len(chunks) == 1:
+                    dxl += plan.by_src.sum(contrib)
+                else:
+                    dxl.index_add_(0, src, contrib)
         dxr = None
         if ctx.needs_input_grad[1]:
             dxr = dxrs[0] if len(dxrs) == 1 else torch.cat(dxrs)
