@@ -14,7 +14,10 @@ scatter is a sum over a sorted index (``index_add_`` into zeros; ``segment_reduc
 the alternative, see ``_SEGMENT_SUM``) and every gather an ``index_select`` whose backward
 is such a sum (no ``index_put_(accumulate=True)``). The GATv2 edge computation is fused
 and chunked (:class:`_GATv2Attention`): it keeps only ``alpha: (E, S, H)`` for backward,
-so the real graph (322k edges) fits in a few GB. All of it is deterministic on CPU.
+so the real graph (322k edges) fits in a few GB; its source gradient is one ``index_add_``
+in edge order. Work that is the same in every slot is done once: the first layer (inputs
+shared, only the masks differ; see :func:`_gatv2`) and, later, the scores of edges whose
+ends are still the wildtype's (``share_slot0``). All of it is deterministic on CPU.
 """
 
 from __future__ import annotations
