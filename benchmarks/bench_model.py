@@ -400,7 +400,8 @@ def _real(args: argparse.Namespace) -> None:
     if args.before:
         print(f"   before = the model files at {args.before}, same weights and batch as ours, in the same process")
     print(f"   {'hidden layers heads pooling':38}" + "".join(f"{k + ' smp/s (min-max)':>24}" for k in names)
-          + f"{'ratio':>7}" + (f"{'/before':>8}" if args.before else "") + f"{mem:>20}{'roofline smp/s':>16}{'ours/roof':>10}")
+          + f"{'ratio':>7}" + (f"{'/before':>8}" if args.before else "")
+          + f"{mem:>20}{'roofline smp/s':>16}{'ours/roof':>10}")
     for hidden, layers, heads, pooling in rows:
         row = f"{hidden},{layers},{heads},{pooling}"
         r = _child(args, row)

@@ -428,6 +428,12 @@ def _pairs(same: Tensor) -> tuple[Tensor, Tensor]:
     return e * same.size(1) + slot, e
 
 
+def _pair_z(xj: Tensor, xr: Tensor, flat: Tensor, dst_flat: Tensor) -> Tensor:
+    """``(P, H, C)``: ``xl[src, s] + xr[dst, s]`` of the pairs ``flat = e * S + s`` (``dst_flat = dst * S + s``)."""
+    H, C = xj.shape[-2:]
+    return xj.view(-1, H, C).index_select(0, flat) + xr.view(-1, H, C).index_select(0, dst_flat)
+
+
 def _shared_scores(
     xj: Tensor, xr: Tensor, att: Tensor, src: Tensor, dst: Tensor, same_l: Tensor, same_r: Tensor, slope: float
 ) -> Tensor:
@@ -438,7 +444,7 @@ def _shared_scores(
     flat, e = _pairs(same_l.index_select(0, src) & same_r.index_select(0, dst))
     if flat.numel():
         slot = flat - e * S
-        zp = xj.view(Ec * S, H, C).index_select(0, flat) + xr.view(-1, H, C).index_select(0, dst.index_select(0, e) * S + slot)
+        zp = _pair_z(xj, xr, flat, dst.index_select(0, e) * S + slot)  # (P, H, C)
         s.view(Ec * S, H).index_copy_(0, flat, _att_score(F.leaky_relu_(zp, slope).unsqueeze(1), att)[:, 0])
     return s
 
@@ -465,7 +471,7 @@ def _shared_scores_backward(
     flat, e = _pairs(same)
     if flat.numel():
         slot = flat - e * S
-        zp = xj.view(Ec * S, H, C).index_select(0, flat) + xr.view(-1, H, C).index_select(0, dst.index_select(0, e) * S + slot)
+        zp = _pair_z(xj, xr, flat, dst.index_select(0, e) * S + slot)  # (P, H, C)
         dsp = ds.view(Ec * S, H).index_select(0, flat)  # (P, H)
         dzp = dsp.unsqueeze(-1) * att
         dzp = torch.ops.aten.leaky_relu_backward.grad_input(dzp, zp, slope, False, grad_input=dzp)  # (P, H, C)
