@@ -34,7 +34,8 @@ one norm instance per PreProcessor layer (the research code shared one); the con
 normalised over all nodes of the whole batch at once, coupling samples); the hypergraph
 conv attends to the current layer's reaction features (the research code passed the
 initial reaction embeddings to every layer); the gene GATv2 convs add self loops (as the
-research ISAB variants do), so an isolated gene keeps its own features.
+research ISAB variants do), so an isolated gene keeps its own features; as in PyG's
+``GATv2Conv``, a graph's own self loops (TF self-regulation) are removed first.
 """
 
 from __future__ import annotations
