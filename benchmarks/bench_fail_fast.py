@@ -3,9 +3,9 @@
 The tests assert what makes failing fast possible (one connection attempt with libpq's
 ``connect_timeout``, no retry while opening; the data readers checking a file before using
 it); the wall-clock figures are measured here, never asserted in a test. Each case runs a
-fresh process ``--repeats`` times; the reference in the same run is ``torchcell-search
---version`` (interpreter start-up and the CLI's imports), so the ratio shows what the
-failure itself costs on a machine however loaded.
+fresh process ``--repeats`` times; the reference in the same run is a successful
+``torchcell-search status`` of a SQLite study (interpreter start-up, the CLI's imports, opening
+a storage), so the ratio shows what the failure itself costs on a machine however loaded.
 
 Cases:
   - ``refused``: PostgreSQL on a port nobody listens on (the server is down);
@@ -56,12 +56,16 @@ def main() -> None:
         corrupt = make_tiny_data_dir(Path(tmp) / "data")
         (corrupt / "costanzo2016" / "nxn_metabolic_epsilon.tsv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
         cases = {
-            "reference: --version": cli + ["--version"],
+            "reference: status": cli + ["status", "--study", "s", "--storage", f"sqlite:///{tmp}/ok.db"],
             "refused": cli + ["status", "--study", "s", "--storage", "postgresql://postgres@127.0.0.1:1/x"],
             "blackhole": cli + ["status", "--study", "s", "--storage", "postgresql://postgres@192.0.2.1:5432/x"],
             "corrupt-data": cli + ["start", "--study", "s", "--epochs", "1", "--data", str(corrupt),
                                    "--storage", f"sqlite:///{tmp}/s.db"],
         }
+        made = subprocess.run(cli + ["create", "--study", "s", "--storage", f"sqlite:///{tmp}/ok.db"],
+                              capture_output=True, text=True, timeout=600)
+        if made.returncode != 0:
+            sys.exit(f"could not create the reference study: {made.stderr[-500:]}")
         reference = None
         print(f"{'case':<22} {'median s':>9} {'x reference':>12} exit  last line")
         for name, argv in cases.items():

@@ -77,7 +77,7 @@ def _pg_database() -> Iterator[str]:
     try:
         _admin(f'CREATE DATABASE "{name}"')
     except sqlalchemy.exc.OperationalError as e:
-        missing_service("PostgreSQL at 127.0.0.1:5432", str(e).strip().splitlines()[0])
+        missing_service("PostgreSQL at 127.0.0.1:5432", f"{str(e).strip().splitlines()[0]} (bash scripts/setup-system.sh starts it)")
     try:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     finally:

@@ -39,8 +39,6 @@ from pathlib import Path
 
 import pytest
 
-from services import missing_service
-
 __all__ = ["SlurmCluster", "slurm_cluster", "wait_for_job"]
 
 # Short parent path: a unix socket path must stay under 108 bytes.
@@ -286,6 +284,8 @@ def wait_for_job(cluster: SlurmCluster, job_id: str, *, timeout: float = 120.0,
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """A running single-node cluster; ``SLURM_CONF`` is set in ``os.environ`` while it runs."""
+    from services import missing_service  # tests/ is on sys.path under pytest, not for `python slurm_fixtures.py`
+
     if shutil.which("slurmctld") is None or shutil.which("munged") is None:
         missing_service("Slurm", "slurmctld or munged not on PATH (apt-get install slurm-wlm munge; "
                         "see scripts/setup-system.sh)")

@@ -72,6 +72,43 @@ def test_bad_options_raise_config_error(options: dict, match: str) -> None:
         build_study_config(options)
 
 
+def test_a_recipes_data_folder_is_relative_to_the_recipe_file(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "repo" / "configs").mkdir(parents=True)
+    recipe = tmp_path / "repo" / "configs" / "r.yaml"
+    recipe.write_text("data: ../../data\nepochs: 2\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory plays no part
+    cfg = build_study_config({"recipe": str(recipe)})
+    assert Path(cfg.data).resolve() == (tmp_path / "data").resolve()
+
+
+def test_a_recipes_missing_data_folder_names_the_recipe_and_the_flag(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: ../nowhere\n")
+    with pytest.raises(ConfigError, match=r"recipe .*r\.yaml: its data folder .*nowhere.* pass --data DIR"):
+        build_study_config({"recipe": str(recipe)})
+    # --data wins over the recipe, so the recipe's missing folder no longer matters
+    data = tmp_path / "mine"
+    data.mkdir()
+    assert Path(build_study_config({"recipe": str(recipe), "data": str(data)}).data).resolve() == data.resolve()
+
+
+def test_the_shipped_recipes_find_the_mirror_beside_the_clone_from_any_directory(monkeypatch) -> None:
+    from datafiles import REAL_DATA_DIR
+
+    from services import missing_service
+
+    if not (REAL_DATA_DIR / "graph").is_dir():
+        missing_service("the real data mirror", f"not found at {REAL_DATA_DIR}")
+    monkeypatch.chdir("/")
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("real-pair.yaml", "real-gene.yaml", "real-gpu.yaml"):
+        cfg = build_study_config({"recipe": str(configs / name)})
+        assert Path(cfg.data).resolve() == REAL_DATA_DIR.resolve(), name
+
+
 def test_bad_recipe_key_names_the_file(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("epochz: 3\n")

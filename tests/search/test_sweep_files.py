@@ -326,3 +326,27 @@ def test_every_key_of_torchcell_files_is_in_the_docs_and_the_table(conf: Path) -
             assert f"`{key}`" in doc or f"`{last}`" in doc or f"`{section}.*`" in doc, (path.name, key)
             if not key.startswith(("hydra.", "defaults")) and key not in ("program", "project", "method", "command"):
                 assert _rule(key) is not None or key in parameter_keys(), (path.name, key)
+
+
+def test_a_family_sweep_over_another_base_config(conf: Path, tmp_path: Path) -> None:
+    # TorchCell's PMA sweep lists hetero_cell_isab (ISAB/PMA readout) as its base, with a log
+    # interval and a boolean choice: the family beyond the two sweep files of the fixtures.
+    for name in ("default.yaml", "hetero_cell_isab.yaml"):
+        (tmp_path / name).write_text((conf / name).read_text())
+    path = _write(tmp_path, "igb_optuna-hetero_cell_pma-sweep_2.5e4.yaml", (
+        "defaults:\n  - hetero_cell_isab\n  - override hydra/sweeper: optuna\n"
+        "  - override hydra/launcher: submitit_slurm\n  - _self_\n"
+        "hydra:\n  sweeper:\n    sampler:\n      _target_: optuna.samplers.TPESampler\n      seed: 42\n"
+        "    direction: [\"minimize\", \"maximize\"]\n    n_trials: 100\n    n_jobs: 4\n    params:\n"
+        "      model.num_layers: choice(2, 3, 4, 5)\n"
+        "      regression_task.lambda_dist: tag(log, interval(1e-6, 1))\n"
+        "      model.global_aggregator_config.use_isab: choice(false, true)\n"
+        "      heads: choice(4, 8)\n"))
+    sweep = read_sweep_file(path)
+    p = sweep.space.params
+    assert p["regression_task.lambda_dist"] == Range(1e-6, 1.0, integer=False, log=True)
+    assert p["model.global_aggregator_config.use_isab"] == Choice((False, True))
+    # ${heads} reaches the pooling's heads too: one sampled value for both settings
+    assert sweep.space.links["heads"] == ("model.global_aggregator_config.heads",)
+    assert p["model.global_aggregator_config.num_induced_points"] == Fixed(100)
+    assert (sweep.options["epochs"], sweep.options["n_trials"]) == (300, 100)

@@ -99,10 +99,11 @@ def _read_recipe(path: str | os.PathLike) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         if name not in names:
             raise ConfigError(f"recipe {path}: unknown option {key!r}; known: {', '.join(sorted(names))}")
-        # Paths in a recipe are relative to the recipe file.
+        # Paths in a recipe are relative to the recipe file, so a recipe means the same
+        # wherever the repository is cloned. A space may also name a packaged space file.
         if name in ("space", "data", "artifacts") and isinstance(value, str) and value != "demo":
-            candidate = path.parent / value
-            if candidate.exists() or name == "artifacts":
+            candidate = path.parent / os.path.expanduser(value)
+            if name != "space" or candidate.exists():
                 value = str(candidate)
         out[name] = value
     return out
@@ -148,7 +149,7 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
                 path = Path(value).expanduser()
                 if not path.is_dir():
                     raise DataError(f"--data {value}: no such directory; give a data directory or 'demo'")
-                value = str(path.absolute())
+                value = os.path.normpath(path.absolute())
             out["data"] = str(value)
         elif name == "subset":
             out["subset"] = None if value is None else _int(name, value, 1)
@@ -233,7 +234,12 @@ def _given_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], t
     win), validated; and the sweep file's notices."""
     options = {str(k).replace("-", "_"): v for k, v in (options or {}).items() if v is not None}
     recipe = options.pop("recipe", None)
-    merged = {**(_read_recipe(recipe) if recipe else {}), **options}
+    from_recipe = _read_recipe(recipe) if recipe else {}
+    if "data" in from_recipe and "data" not in options and from_recipe["data"] != "demo" \
+            and not Path(from_recipe["data"]).is_dir():
+        raise ConfigError(f"recipe {recipe}: its data folder {from_recipe['data']} (relative to the recipe file) "
+                          f"is not a directory; pass --data DIR")
+    merged = {**from_recipe, **options}
     notices: tuple[str, ...] = ()
     if isinstance(merged.get("space"), (str, os.PathLike)):
         sweep = read_sweep_file(_space_path(str(merged["space"])))

@@ -451,13 +451,10 @@ def _map(entries: Mapping[str, _Entry], source: str) -> _Mapped:
     return out
 
 
-_OK = object()
-
-
 def _int_option(key: str, value: Any, source: str) -> int:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{source}: {key}: expected a whole number, got {value!r}") from None
     if isinstance(value, bool) or not number.is_integer() or number < 1:
         raise ConfigError(f"{source}: {key}: expected a whole number >= 1, got {value!r}")
@@ -603,7 +600,6 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
         raise ConfigError(f"{source}: hydra.sweeper: expected a mapping")
     unused: dict[str, str] = {}
     options: dict[str, Any] = {}
-    notices: list[str] = []
     sweeper_kind = plugins.get("hydra/sweeper")
     if sweeper and sweeper_kind not in (None, "optuna"):
         raise ConfigError(f"{source}: defaults: hydra/sweeper {sweeper_kind!r}: only the Optuna sweeper is read")
@@ -612,7 +608,7 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
         raise ConfigError(f"{source}: hydra.sweeper.params: expected a mapping of key -> sweep")
     sampled: dict[str, dict[str, Any]] = {}
     for key in sorted(params, key=str):
-        value = _sweep_value(composed, params, key, source)
+        value = _sweep_value(params, key, source)
         spec = _parse_sweep(str(key), value, source)
         if spec is None:  # a fixed override, applied as Hydra does before interpolations resolve
             if not _has_key(composed, str(key)):
@@ -636,17 +632,16 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
     launcher = _launcher(hydra.get("launcher") if isinstance(hydra, Mapping) else None, plugins, source, unused)
     if launcher:
         options["launcher"] = {**launcher, **options.get("launcher", {})}
-    for key in ("sweep", "run", "job", "output_subdir", "job_logging", "hydra_logging", "callbacks", "verbose",
-                "mode", "searchpath", "help", "hydra_help", "env", "runtime", "overrides"):
-        if isinstance(hydra, Mapping) and key in hydra:
-            unused[f"hydra.{key}"] = "Hydra's output folders and logging"
+    for key in sorted(map(str, hydra)) if isinstance(hydra, Mapping) else ():
+        if key not in ("sweeper", "launcher"):
+            unused[f"hydra.{key}"] = "Hydra's own run settings: output folders, logging"
     for group, choice in sorted(plugins.items()):
         if group not in ("hydra/sweeper", "hydra/launcher", "hydra/sweeper/sampler"):
             unused[f"defaults: override {group}"] = "a Hydra plugin selection"
     line = _unused_line(source, {**mapped.unused, **unused})
     space = parse_space({"parameters": mapped.specs} if mapped.specs else {"parameters": {}}, source=source,
                         allow_empty=True)
-    return SweepFile(space, options, tuple(([line] if line else []) + notices), "hydra")
+    return SweepFile(space, options, (line,) if line else (), "hydra")
 
 
 def _compose(path: Path, chain: tuple[Path, ...], source: str,
@@ -657,10 +652,11 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str,
     defaults tree (the outermost override wins); one that matches no group is refused, as
     Hydra refuses it. ``overrides`` maps a group to ``[choice, used]``.
     """
-    top = overrides is None
-    overrides = {} if overrides is None else overrides
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    top = overrides is None
+    overrides = {} if overrides is None else overrides
 
     resolved = path.resolve()
     if resolved in chain:
@@ -789,7 +785,7 @@ def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], data)]
 
 
-def _sweep_value(composed: Any, params: Mapping[str, Any], key: Any, source: str) -> Any:
+def _sweep_value(params: Mapping[str, Any], key: Any, source: str) -> Any:
     value = params[key]
     if isinstance(value, str) and "${" in value:
         raise ConfigError(f"{source}: hydra.sweeper.params.{key}: interpolations in a sweep are not supported")
@@ -852,7 +848,7 @@ def _targets(composed: Any, key: str, source: str) -> list[str]:
     from omegaconf.errors import OmegaConfBaseException
 
     probe = OmegaConf.create(OmegaConf.to_container(composed, resolve=False))
-    if OmegaConf.select(probe, key, default=_MARKER) is _MARKER and not _has_key(probe, key):
+    if not _has_key(probe, key):
         return []
     marker = _MARKER.format(key.replace(".", "_"))
     try:
@@ -871,11 +867,13 @@ def _targets(composed: Any, key: str, source: str) -> list[str]:
 
 
 def _has_key(cfg: Any, key: str) -> bool:
-    node = cfg
+    from omegaconf import OmegaConf
+
+    node: Any = OmegaConf.to_container(cfg, resolve=False)
     for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
+        if not isinstance(node, dict) or part not in node:
             return False
-        node = node._get_node(part)
+        node = node[part]
     return True
 
 
