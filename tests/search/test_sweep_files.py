@@ -350,3 +350,106 @@ def test_a_family_sweep_over_another_base_config(conf: Path, tmp_path: Path) -> 
     assert sweep.space.links["heads"] == ("model.global_aggregator_config.heads",)
     assert p["model.global_aggregator_config.num_induced_points"] == Fixed(100)
     assert (sweep.options["epochs"], sweep.options["n_trials"]) == (300, 100)
+
+
+# --- the rest of TorchCell's family (synthetic files shaped like its later configs) ---------------
+
+_BASE_RUN = {"defaults": ["_self_"], "heads": 4, "model": {"num_layers": 2, "gene_encoder_config": {
+    "heads": "${heads}"}}, "regression_task": {"lambda_dist": 0.1}}
+
+
+def _family_run(**sections: object) -> dict:
+    """A HeteroCell run config like TorchCell's, with ``sections`` merged in (dotted keys nest)."""
+    import copy
+
+    data = copy.deepcopy(_BASE_RUN)
+    for dotted, value in sections.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("extra", "unused"), [
+    # machinery of later TorchCell scripts: named once in the notice line, the run unchanged
+    ({"compile_mode": "max-autotune"}, "compile_mode (torch.compile mode"),
+    ({"job": {"chdir": True}}, "job.chdir (Hydra job settings written outside hydra:"),
+    ({"profiler": {"enabled": False, "is_pytorch": True}}, "profiler.* (TorchCell never reads it)"),
+    ({"data_module": {"prefetch_factor": 2, "persistent_workers": True, "num_workers": 6}},
+     "data_module.num_workers, data_module.persistent_workers, data_module.prefetch_factor (data loading"),
+    ({"trainer": {"log_every_n_steps": 10, "log_grad_norm": True}}, "trainer.log_every_n_steps, trainer.log_grad_norm"),
+    ({"trainer": {"enable_progress_bar": False, "num_sanity_val_steps": 0}},
+     "trainer.enable_progress_bar, trainer.num_sanity_val_steps (Lightning's"),
+    ({"regression_task__plot_every_n_epochs": 2}, "regression_task.plot_every_n_epochs (TorchCell's plots"),
+    # settings of an option that is off: no effect, so not used
+    ({"model__gene_encoder_config__encoder_type": "gatv2", "model__gene_encoder_config__gin_num_layers": 4},
+     "model.gene_encoder_config.gin_num_layers (GIN settings; the encoder is GATv2)"),
+    ({"model__gene_encoder_config__graph_aggregation_method": "sum",
+      "model__gene_encoder_config__graph_aggregation_config": {"dropout": 0.1}},
+     "model.gene_encoder_config.graph_aggregation_config.dropout (settings of TorchCell's other graph"),
+])
+def test_family_machinery_keys_are_named_not_used(tmp_path: Path, extra: dict, unused: str) -> None:
+    plain = read_sweep_file(_write(tmp_path / "plain", "run.yaml", _family_run()))
+    sweep = read_sweep_file(_write(tmp_path / "family", "run.yaml", _family_run(**extra)))
+    (line,) = sweep.notices
+    assert unused in line and line.startswith(str(tmp_path / "family" / "run.yaml"))
+    # the keys change nothing: the same space and options as the file without them
+    assert sweep.space.to_dict() == plain.space.to_dict() and sweep.options == plain.options
+
+
+@pytest.mark.parametrize(("extra", "key", "why"), [
+    # later TorchCell models and losses: refused with the full dotted key and the reason
+    ({"model__local_predictor_config": {"num_heads": 4}}, "model.local_predictor_config.num_heads", "Dango"),
+    ({"model__gene_encoder_config__encoder_type": "gin"}, "model.gene_encoder_config.encoder_type", "GIN"),
+    ({"model__gpr_conv_config": {"encoder_type": "gatv2", "gin_num_layers": 4},
+      "model__metabolism_config": {"encoder_type": "gin"}}, "model.metabolism_config.encoder_type", "GIN"),
+    # a GIN setting without its encoder type: TorchCell's default may be GIN, so not assumed away
+    ({"model__gpr_conv_config__gin_num_layers": 4}, "model.gpr_conv_config.gin_num_layers", "encoder_type is not given"),
+    ({"model__gene_encoder_config__graph_aggregation_method": "pairwise_interaction"},
+     "model.gene_encoder_config.graph_aggregation_method", "sums"),
+    ({"model__gene_encoder_config__graph_aggregation_config": {"pairwise_hidden_dim": 8}},
+     "model.gene_encoder_config.graph_aggregation_config.pairwise_hidden_dim", "not implemented"),
+    ({"regression_task__loss": "logcosh"}, "regression_task.loss", "MSE + lambda_dist"),
+    ({"regression_task__loss_config": {"buffer_size": 344}}, "regression_task.loss_config.buffer_size", "loss"),
+    ({"regression_task__lambda_wasserstein": 0.1}, "regression_task.lambda_wasserstein", "Wasserstein"),
+    ({"regression_task__lambda_mse": 2.0}, "regression_task.lambda_mse", "weight 1"),
+    ({"regression_task__lambda_cell": 0.5}, "regression_task.lambda_cell", "loss term"),
+    ({"transforms": {"use_transforms": True}}, "transforms.use_transforms", "standardize_labels"),
+    ({"model__brand_new_block": {"width": 3}}, "model.brand_new_block.width", "refused rather than ignored"),
+])
+def test_family_keys_that_change_the_model_are_refused(tmp_path: Path, extra: dict, key: str, why: str) -> None:
+    path = _write(tmp_path, "run.yaml", _family_run(**extra))
+    with pytest.raises(ConfigError) as info:
+        read_sweep_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: ") and why in message and "\n" not in message
+
+
+def test_family_loss_weights_at_our_values_are_accepted(tmp_path: Path) -> None:
+    # lambda_mse 1 and lambda_wasserstein 0 are our loss exactly
+    sweep = read_sweep_file(_write(tmp_path, "run.yaml", _family_run(
+        regression_task__lambda_mse=1.0, regression_task__lambda_wasserstein=0)))
+    assert sweep.space.params["regression_task.lambda_dist"] == Fixed(0.1)
+
+
+def test_a_searched_model_key_of_another_family_is_refused_for_the_model_not_the_grammar(tmp_path: Path) -> None:
+    # TorchCell's NSA sweep searches a choice of lists; the reason to refuse is the model key
+    _write(tmp_path, "base.yaml", _family_run(model__attention_pattern=["S", "M"]))
+    path = _write(tmp_path, "sweep.yaml", {"defaults": ["base", {"override hydra/sweeper": "optuna"}, "_self_"],
+                                           "hydra": {"sweeper": {"params": {
+                                               "model.attention_pattern": 'choice(["S", "M"], ["S", "M", "S"])'}}}})
+    with pytest.raises(ConfigError) as info:
+        read_sweep_file(path)
+    assert str(info.value).startswith(f"{path}: model.attention_pattern: not supported") and "NSA" in str(info.value)
+
+
+def test_every_rule_of_the_table_is_in_the_docs() -> None:
+    from torchcell_search.search.sweep_files import _RULES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "torchcell-keys.md").read_text()
+    for pattern, _ in _RULES:
+        last = pattern.rsplit(".", 1)[-1]
+        section = pattern.split(".", 1)[0]
+        assert any(f"`{name}`" in doc for name in (pattern, last, f"{section}.*")), pattern

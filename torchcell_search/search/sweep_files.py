@@ -54,7 +54,7 @@ _SAMPLERS = {"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": "gri
 _WANDB_TOP = {"parameters", "method", "metric", "name", "description", "program", "command",
               "early_terminate", "project", "entity", "run_cap"}
 _TORCHCELL_SECTIONS = {"cell_dataset", "data_module", "trainer", "model", "regression_task", "wandb",
-                       "profiler", "heads", "norms"}
+                       "profiler", "heads", "norms", "transforms", "compile_mode"}
 _SLURM_KEYS = ("partition", "cpus_per_task", "mem_gb", "timeout_min", "gres", "tasks_per_node", "nodes",
                "gpus_per_node", "gpus_per_task")
 
@@ -90,7 +90,9 @@ class _Rule:
     kind: ``param`` (our dotted key ``target``, value mapped by ``convert``), ``option`` (a
     study option), ``notice`` (not used, ``reason``), ``accept`` (the value must satisfy
     ``allowed``, which is what torchcell-search always does; else refused with ``reason``),
-    ``refuse`` (``reason``), ``pair`` (handled with its partner key).
+    ``refuse`` (``reason``), ``pair`` (handled with its partner key), ``only_with`` (not used,
+    ``target`` says why, when the sibling key ``sibling(key)`` is fixed at a value ``allowed``
+    accepts, so the key has no effect; else refused with ``reason``).
     """
 
     kind: str
@@ -98,6 +100,7 @@ class _Rule:
     reason: str = ""
     allowed: Callable[[Any], bool] | None = None
     convert: Callable[[Any], Any] | None = None
+    sibling: Callable[[str], str] | None = None
 
 
 def _same(key: str) -> _Rule:
@@ -112,6 +115,19 @@ def _accept(allowed: Callable[[Any], bool], reason: str) -> _Rule:
     return _Rule("accept", reason=reason, allowed=allowed)
 
 
+def _refuse(reason: str) -> _Rule:
+    return _Rule("refuse", reason=reason)
+
+
+def _only_with(sibling: str, value: str, unused: str, reason: str) -> _Rule:
+    """Not used (``unused``) when ``sibling`` is fixed at ``value``; else refused with ``reason``.
+
+    ``sibling`` is a dotted key, or a plain name for the key of that name beside this one.
+    """
+    return _Rule("only_with", target=unused, reason=reason, allowed=_is(value),
+                 sibling=lambda key: sibling if "." in sibling else f"{key.rsplit('.', 1)[0]}.{sibling}")
+
+
 def _is(*values: Any) -> Callable[[Any], bool]:
     return lambda v: any(v == x and type(v) is type(x) for x in values) or (
         isinstance(v, list) and any(isinstance(x, (set, frozenset)) and set(map(str, v)) == x for x in values))
@@ -121,6 +137,10 @@ _LR_SCHEDULERS = {"ReduceLROnPlateau": "plateau", None: "constant"}
 _DATA_LOADING = "data loading of TorchCell's script; ours batches record indices in memory"
 _HARDWARE = "hardware placement: use --device and the slurm options"
 _IGNORED_BY_TORCHCELL = "TorchCell reads it but its model ignores it"
+_LIGHTNING_DISPLAY = "Lightning's progress, summary and sanity-check output: no effect on training"
+_OUR_LOSS = ("torchcell-search trains HeteroCell's loss MSE + lambda_dist * DistLoss + lambda_supcr * SupCR "
+             "(TorchCell's 003 script, a file without regression_task.loss)")
+_OUR_ENCODERS = "our convolutions are GATv2 (genes, GPR) and the gated stoichiometric one; GIN is not implemented"
 
 # Ordered: the first pattern that matches a dotted key decides (fnmatch, '*' spans dots).
 _RULES: list[tuple[str, _Rule]] = [
@@ -140,6 +160,7 @@ _RULES: list[tuple[str, _Rule]] = [
     ("data_module.prefetch", _notice(_DATA_LOADING)),
     ("data_module.prefetch_factor", _notice(_DATA_LOADING)),
     ("data_module.persistent_workers", _notice(_DATA_LOADING)),
+    ("data_module.prefetch*", _notice(_DATA_LOADING)),
     # --- trainer
     ("trainer.max_epochs", _Rule("option", "epochs")),
     ("trainer.strategy", _notice(_HARDWARE)),
@@ -150,6 +171,12 @@ _RULES: list[tuple[str, _Rule]] = [
     ("trainer.overfit_batches", _accept(_is(0, 0.0), "overfit_batches is a debugging mode torchcell-search "
                                                      "does not run")),
     ("trainer.log_every_n_steps", _notice("logging cadence: we record every epoch")),
+    ("trainer.log_*", _notice("logging cadence: we record every epoch")),
+    ("trainer.enable_progress_bar", _notice(_LIGHTNING_DISPLAY)),
+    ("trainer.enable_model_summary", _notice(_LIGHTNING_DISPLAY)),
+    ("trainer.num_sanity_val_steps", _notice(_LIGHTNING_DISPLAY)),
+    ("trainer.profiler", _notice("TorchCell's profiling: no effect on training")),
+    ("compile_mode", _notice("torch.compile mode: speed of the same computation, not the model")),
     # --- model
     ("heads", _same("heads")),
     ("norms", _Rule("placeholder")),
@@ -191,10 +218,31 @@ _RULES: list[tuple[str, _Rule]] = [
     ("model.checkpoint_path", _accept(_is(None), "starting from a TorchCell checkpoint is not implemented")),
     ("model.attention_pattern", _Rule("refuse", reason="another model family's layer pattern (HeteroCell NSA); "
                                                        "torchcell-search implements HeteroCell's convolution stack")),
+    ("model.local_predictor_config.*", _refuse("the Dango-style local predictor of HeteroCellBipartiteDangoGI, another "
+                                               "model family; torchcell-search implements HeteroCell's prediction head")),
+    ("model.*_config.encoder_type", _accept(_is("gatv2"), _OUR_ENCODERS)),
+    ("model.*_config.gin_*", _only_with("encoder_type", "gatv2", "GIN settings; the encoder is GATv2",
+                                        "a GIN encoder's setting: " + _OUR_ENCODERS)),
+    ("model.gene_encoder_config.graph_aggregation_method",
+     _accept(_is("sum"), "our HeteroConv sums the physical and regulatory convolutions per gene; TorchCell's "
+                         "cross_attention / pairwise_interaction / mean are not implemented")),
+    ("model.gene_encoder_config.graph_aggregation_config.*",
+     _only_with("model.gene_encoder_config.graph_aggregation_method", "sum", "settings of TorchCell's other graph aggregations; ours sums",
+                "settings of TorchCell's cross_attention / pairwise_interaction graph aggregation, which is not "
+                "implemented (ours sums; set graph_aggregation_method: sum)")),
     # --- loss and optimisation
     ("regression_task.is_weighted_phenotype_loss", _same("regression_task.is_weighted_phenotype_loss")),
     ("regression_task.lambda_dist", _same("regression_task.lambda_dist")),
     ("regression_task.lambda_supcr", _same("regression_task.lambda_supcr")),
+    ("regression_task.lambda_mse", _accept(_is(1, 1.0), "our MSE term has weight 1")),
+    ("regression_task.lambda_wasserstein", _accept(_is(0, 0.0), "a Wasserstein loss term is not implemented; "
+                                                               + _OUR_LOSS)),
+    ("regression_task.lambda_*", _refuse("a loss term torchcell-search does not implement; " + _OUR_LOSS)),
+    ("regression_task.loss", _refuse("TorchCell's later loss modules (logcosh, icloss, mle_dist_supcr, "
+                                     "mle_wass_supcr) are not implemented; " + _OUR_LOSS)),
+    ("regression_task.loss_config.*", _refuse("settings of TorchCell's later loss modules; " + _OUR_LOSS)),
+    ("transforms.*", _refuse("TorchCell's per-label transforms are not implemented; ours is "
+                             "regression_task.standardize_labels (both labels z-scored with train statistics)")),
     ("regression_task.optimizer.type", _same("optimizer.type")),
     ("regression_task.optimizer.lr", _same("optimizer.lr")),
     ("regression_task.optimizer.weight_decay", _same("optimizer.weight_decay")),
@@ -211,6 +259,8 @@ _RULES: list[tuple[str, _Rule]] = [
     ("wandb.*", _notice("W&B logging: trials record their metrics in the study")),
     ("wandb", _notice("W&B logging: trials record their metrics in the study")),
     ("profiler.*", _notice("TorchCell never reads it")),
+    ("job", _notice("Hydra job settings written outside hydra:, so neither Hydra nor TorchCell's script reads them")),
+    ("job.*", _notice("Hydra job settings written outside hydra:, so neither Hydra nor TorchCell's script reads them")),
 ]
 
 
@@ -416,9 +466,17 @@ def _map(entries: Mapping[str, _Entry], source: str) -> _Mapped:
         entry = entries[key]
         rule = _rule(key) or (_same(key) if key in known else None)
         if rule is None:
-            raise ConfigError(f"{source}: {key}: not a setting torchcell-search implements (see docs/torchcell-keys.md)")
+            raise ConfigError(f"{source}: {key}: not a setting torchcell-search implements, so it is refused rather "
+                              f"than ignored: it may change the model (see docs/torchcell-keys.md)")
         if rule.kind == "notice":
             out.unused[key] = rule.reason
+        elif rule.kind == "only_with":
+            sibling = entries.get(rule.sibling(key))
+            if sibling is None or sibling.spec is not None or not rule.allowed(sibling.value):
+                shown = "not given" if sibling is None else "searched" if sibling.spec is not None else repr(
+                    sibling.value)
+                raise ConfigError(f"{source}: {key}: not supported ({rule.sibling(key)} is {shown}): {rule.reason}")
+            out.unused[key] = rule.target
         elif rule.kind == "refuse":
             raise ConfigError(f"{source}: {key}: not supported: {rule.reason}")
         elif rule.kind == "placeholder":
@@ -608,6 +666,10 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
         raise ConfigError(f"{source}: hydra.sweeper.params: expected a mapping of key -> sweep")
     sampled: dict[str, dict[str, Any]] = {}
     for key in sorted(params, key=str):
+        rule = _rule(str(key))
+        if rule is not None and rule.kind == "refuse":
+            # The model key is the reason, whatever its sweep is written as (NSA's choice of lists).
+            raise ConfigError(f"{source}: {key}: not supported (searched in hydra.sweeper.params): {rule.reason}")
         value = _sweep_value(params, key, source)
         spec = _parse_sweep(str(key), value, source)
         if spec is None:  # a fixed override, applied as Hydra does before interpolations resolve
