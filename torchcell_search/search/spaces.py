@@ -504,6 +504,8 @@ def _kind(key: str, source: str) -> type:
 
 def _wandb_range(key: str, spec: Mapping[str, Any], source: str) -> Param:
     dist = spec.get("distribution")
+    if dist is not None and not isinstance(dist, str):
+        raise ConfigError(f"{source}: {key}: W&B distribution must be a name, got {dist!r}")
     if dist in _WANDB_SHAPES:
         return _wandb_shape(key, dist, spec, source)
     if dist is not None and dist not in _WANDB_RANGES:
