@@ -64,3 +64,13 @@ print(f"gpu-check: CUDA, mixed precision: {gpu_rate:.1f} train records/s (best o
       f"CPU, 1 thread: {cpu_rate:.2f} records/s; ratio {gpu_rate / cpu_rate:.1f}x; "
       f"peak GPU memory allocated by torch: {max(g for _, g in cuda):.2f} GiB")
 PY
+
+# 3. The HeteroCell train step on CUDA: the report's configurations on the real graph (16 wide;
+# 64 wide, 3 layers, heads 1/5/10, attentional and sorted-set-transformer pooling), ours
+# against the reference layout (a PyG Batch of perturbed graphs, this tree's layers) alternating
+# in one process per row; median and spread of each, ratio, peak GPU memory, and the fraction of
+# a roofline from this GPU's measured float32 matmul and copy rates. Then one GATv2 conv, ours
+# against PyG's GATv2Conv. Figures go in the README's Performance section beside the CPU rows.
+echo "== 3. python benchmarks/bench_model.py --no-demo --device cuda --real-data $data --batch 32 --real-ref-batch 32"
+python benchmarks/bench_model.py --no-demo --device cuda --real-data "$data" --batch 32 --real-ref-batch 32 \
+    --real-repeats 5

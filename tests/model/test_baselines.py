@@ -185,7 +185,16 @@ def test_evaluate_baselines_names_and_determinism() -> None:
     b = evaluate_baselines(ds, split, seed=3, cfg=cfg)
     assert sorted(a) == sorted(BASELINES)
     expected = {f"{s}/{lab}/{m}" for s in ("train", "val", "test") for lab in ("fitness", "gene_interaction") for m in ("MSE", "Pearson", "Spearman")}
-    assert set(a["additive"]) == expected | {"seconds"}
+    combined = {f"{s}/combined/{m}" for s in ("train", "val", "test") for m in ("MSE", "Pearson")}
+    assert set(a["additive"]) == expected | combined | {"seconds"}
+    # the combined metrics are the trials': both labels z-scored with the train statistics, pooled
+    labels = table.labels()
+    train = labels[split.train]
+    mean, std = train.nanmean(0), (train - train.nanmean(0)).pow(2).nanmean(0).sqrt()
+    pred = fit_baseline("additive", table, split, seed=3, cfg=cfg).predict(table.genes[split.test])
+    z = lambda x: ((x - mean) / std).reshape(-1).double().numpy()  # noqa: E731
+    assert a["additive"]["test/combined/Pearson"] == pytest.approx(
+        np.corrcoef(z(pred), z(labels[split.test]))[0, 1], rel=1e-5)
     # Same seed, same numbers (timings aside).
     for name in BASELINES:
         a[name].pop("seconds"), b[name].pop("seconds")

@@ -218,3 +218,26 @@ def test_global_aggregator_config_drives_the_pooling() -> None:
 def test_options_the_model_cannot_take_are_refused(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_model(tiny_graph(), dataclasses.replace(SMALL, **changes))
+
+
+@pytest.mark.parametrize("pooling", ["attentional", "sorted_set_transformer"])
+def test_shared_wildtype_work_gives_the_per_slot_gradients(pooling: str) -> None:
+    torch.manual_seed(0)
+    graph = tiny_graph()
+    cfg = dataclasses.replace(SMALL, num_layers=3, pooling=pooling, heads=1)
+    model = build_model(graph, cfg)
+    genes = torch.tensor([[0, 3], [1, 2], [5, 6], [4, -1]])
+    masks = reference_masks(graph, genes)
+    target = torch.randn(4, 2)
+    convs = [layer[r].conv for layer in model.convs for r in ("physical", "regulatory")]
+    grads = []
+    for share in (True, False):
+        for c in convs:
+            c.share_slot0 = share
+        model.zero_grad()
+        torch.nn.functional.mse_loss(model(genes, masks).pred, target).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    # Scores shared with the wildtype slot (and its first layer computed once) change no gradient.
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name

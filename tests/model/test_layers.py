@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 from torch_geometric.nn import GATv2Conv
 
 from torchcell_search.errors import ConfigError
@@ -38,6 +39,46 @@ def test_gatv2_matches_pyg(heads: int, loops: bool) -> None:
     _copy_gat(ours, pyg)
     # Same parameters, same math: one slot equals PyG's GATv2Conv.
     assert torch.allclose(ours(x.unsqueeze(1), None, EDGES)[:, 0], pyg(x, EDGES), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def real_gene_graph(real_dataset) -> dict[str, tuple[Tensor, int]]:
+    """Real edges, renumbered: physical among the first 300 genes; regulatory out of the TFs
+    that regulate themselves (the graph's own self loops)."""
+    from torchcell_search.data.types import PHYSICAL, REGULATORY
+
+    phys = real_dataset.graph.data[PHYSICAL].edge_index
+    reg = real_dataset.graph.data[REGULATORY].edge_index
+    self_tfs = reg[0, reg[0] == reg[1]].unique()
+    out = {}
+    for name, ei in (("physical", phys[:, (phys < 300).all(0)]), ("regulatory", reg[:, torch.isin(reg[0], self_tfs)])):
+        nodes, ei = ei.unique(return_inverse=True)
+        out[name] = (ei, nodes.numel())
+    return out
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("relation", ["physical", "regulatory"])
+@pytest.mark.parametrize("heads", [1, 5])
+def test_gatv2_matches_pyg_on_real_edges_with_self_loops(real_gene_graph, relation: str, heads: int) -> None:
+    torch.manual_seed(0)
+    ei, n = real_gene_graph[relation]
+    if relation == "physical":  # the real regulatory graph has self loops; give physical some too
+        ei = torch.cat([ei, torch.tensor([[3, 17], [3, 17]])], dim=1)
+    assert int((ei[0] == ei[1]).sum()) >= 2 and ei.size(1) > 100
+    x = torch.randn(n, 16)
+    ours = BatchedGATv2Conv(16, 8, heads=heads)
+    pyg = GATv2Conv(16, 8, heads=heads)
+    _copy_gat(ours, pyg)
+    # PyG removes a graph's own self loops before adding one per node; so must we
+    # (a duplicated i -> i would count the gene's own features twice).
+    want = pyg(x, ei)
+    assert torch.allclose(ours(x.unsqueeze(1), None, ei)[:, 0], want, atol=1e-5)
+    # Masked slots drop those edges as a subgraph would, the added loops stay.
+    keep = torch.rand(ei.size(1), 3) > 0.2
+    out = ours(x.unsqueeze(1), None, ei, keep)
+    for s in range(3):
+        assert torch.allclose(out[:, s], pyg(x, ei[:, keep[:, s]]), atol=1e-5)
 
 
 def test_gatv2_bipartite_mean_matches_pyg() -> None:
@@ -165,3 +206,137 @@ def test_gatv2_bipartite_with_shared_destination_slot_gradients() -> None:
         torch.autograd.grad((fused * w).sum(), (xl, xr, att)), torch.autograd.grad((plain * w).sum(), (xl, xr, att))
     ):
         assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_gatv2_shared_inputs_recompute_only_masked_rows_exactly(heads: int) -> None:
+    from torchcell_search.model import layers
+
+    torch.manual_seed(0)
+    N, S, C = 12, 5, 3
+    ei = torch.randint(0, N, (2, 60))
+    plan = layers.EdgePlan(ei, N, N, self_loops=True)
+    keep = plan.keep(torch.rand(60, S) > 0.15)
+    keep[:, 0] = True  # slot 0 is the wildtype
+    xl = torch.randn(N, 1, heads, C, requires_grad=True)  # one slot shared by all samples (first layer)
+    xr = torch.randn(N, 1, heads, C, requires_grad=True)
+    att = torch.randn(heads, C, requires_grad=True)
+    w = torch.randn(N, S, heads, C)
+    patched = layers._gatv2(xl, xr, att, keep, plan, 0.2)
+    general = layers._GATv2Attention.apply(xl, xr, att, keep, plan, 0.2)
+    # The wildtype computed once plus the rows a mask reaches is the per-slot result.
+    assert torch.allclose(patched, general, atol=1e-6)
+    for got, want in zip(
+        torch.autograd.grad((patched * w).sum(), (xl, xr, att)), torch.autograd.grad((general * w).sum(), (xl, xr, att))
+    ):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_gatv2_is_deterministic_under_deterministic_algorithms() -> None:
+    from torchcell_search.model import layers
+
+    torch.manual_seed(0)
+    ei = torch.randint(0, 30, (2, 400))
+    conv = BatchedGATv2Conv(8, 8, heads=2)
+    x = torch.randn(30, 4, 8, requires_grad=True)
+    keep = torch.rand(400, 4) > 0.3
+    runs = []
+    with _deterministic():
+        for _ in range(2):
+            out = conv(x, None, ei, keep)
+            runs.append((out, torch.autograd.grad(out.square().sum(), (x, conv.att))))
+    # Bit-identical outputs and gradients, run after run.
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    assert layers.EdgePlan(ei, 30, 30, self_loops=True).num_edges == int((ei[0] != ei[1]).sum()) + 30
+
+
+class _deterministic:
+    def __enter__(self) -> None:
+        self.was = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.use_deterministic_algorithms(self.was)
+
+
+def _autocast_case(device: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    ei = torch.randint(0, 20, (2, 120))
+    conv = BatchedGATv2Conv(16, 8, heads=2).to(device)
+    x = torch.randn(20, 3, 16, device=device)
+    keep = torch.rand(120, 3, device=device) > 0.3
+    keep[ei[1] == 4] = False  # destination 4 keeps only its self loop
+    with torch.autocast(device, dtype=dtype):
+        out = conv(x, None, ei.to(device), keep)
+        loss = out.float().square().sum()
+    loss.backward()
+    ref = conv(x, None, ei.to(device), keep)
+    # Runs under autocast, finite, close to float32 (inputs rounded to the low precision),
+    # and every parameter gets a finite gradient.
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.float(), ref, atol=5e-2, rtol=5e-2)
+    assert all(torch.isfinite(p.grad).all() for p in conv.parameters())
+    # A destination with nothing kept but its loop attends to itself alone (no 0/0).
+    src_alone = conv.lin_l(x[4]).view(3, 2, 8)
+    assert torch.allclose(ref[4], (src_alone.reshape(3, 16) + conv.bias), atol=1e-5)
+
+
+def test_gatv2_under_cpu_bfloat16_autocast() -> None:
+    _autocast_case("cpu", torch.bfloat16)
+
+
+def test_masked_softmax_all_masked_group_is_zero_in_half_precision() -> None:
+    score = torch.randn(3, 1, 1, dtype=torch.half)
+    keep = torch.tensor([[True], [False], [False]])
+    alpha = masked_softmax(score, torch.tensor([0, 1, 1]), keep, 2)
+    # The guard is the dtype's smallest normal number: PyG's +1e-16 is 0 in fp16 (0 / 0 = NaN).
+    assert torch.equal(alpha[1:], torch.zeros(2, 1, 1, dtype=torch.half))
+    assert alpha[0].item() == 1.0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gatv2_under_cuda_autocast(dtype: torch.dtype) -> None:
+    assert torch.cuda.is_available(), "the cuda marker needs a CUDA device"
+    _autocast_case("cuda", dtype)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("chunk", [None, 40])
+def test_gatv2_shared_slot0_scores_match_per_slot(heads: int, chunk: int | None, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    if chunk is not None:
+        monkeypatch.setattr(layers, "_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    N, S, C = 10, 4, 3
+    ei = torch.randint(0, N, (2, 50))
+    plan = layers.EdgePlan(ei, N, N, self_loops=True)
+    keep = plan.keep(torch.rand(50, S) > 0.2)
+    keep[:, 0] = True
+    base_l, base_r = torch.randn(N, 1, heads, C), torch.randn(N, 1, heads, C)
+    # Slots 1..3 equal slot 0 except some rows (the genes a deletion reached).
+    xl = base_l.repeat(1, S, 1, 1)
+    xr = base_r.repeat(1, S, 1, 1)
+    xl[[1, 4], 1] += 0.5
+    xr[[4, 7], 2] -= 0.3
+    xl[0, 3] += 1.0
+    xl, xr = xl.requires_grad_(), xr.requires_grad_()
+    att = torch.randn(heads, C, requires_grad=True)
+    w = torch.randn(N, S, heads, C)
+    shared = layers._GATv2Attention.apply(xl, xr, att, keep, plan, 0.2, True)
+    plain = layers._gatv2_unfused(xl, xr, att, keep, plan, 0.2, 0.0, False)
+    assert torch.allclose(shared, plain, atol=1e-6)
+    got = torch.autograd.grad((shared * w).sum(), (xl, xr, att))
+    want = torch.autograd.grad((plain * w).sum(), (xl, xr, att))
+    # Gradients of shared scores land in slot 0; summed over the slots of each equal row
+    # they are autograd's, and rows that differ get exactly their own.
+    assert torch.allclose(got[2], want[2], atol=1e-5)
+    for g, ww, x in ((got[0], want[0], xl), (got[1], want[1], xr)):
+        same = (x == x[:, :1]).flatten(2).all(-1)  # (N, S)
+        differ = ~same
+        assert torch.allclose(g[differ], ww[differ], atol=1e-5)
+        pooled_got = g[:, 0] + (g * same[..., None, None]).sum(1) - g[:, 0]
+        pooled_want = (ww * same[..., None, None]).sum(1)
+        assert torch.allclose(pooled_got, pooled_want, atol=1e-5)
