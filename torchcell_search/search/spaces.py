@@ -53,7 +53,7 @@ import yaml
 from torchcell_search.config import RunConfig, parameter_keys
 from torchcell_search.errors import ConfigError
 
-__all__ = ["Choice", "Fixed", "Quantile", "Range", "SearchSpace", "check_pooling", "load_space", "parse_space"]
+__all__ = ["Choice", "Fixed", "Quantile", "Range", "SearchSpace", "check_pooling", "load_space", "load_yaml", "parse_space"]
 
 KIND, POOLING = "model.kind", "model.pooling"
 #: Keys a study sets itself (``--epochs``, ``--seed``, ``--device``), so a space may not.
@@ -262,6 +262,18 @@ def load_space(path: str | Path) -> SearchSpace:
     return read_sweep_file(path).space
 
 
+def load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` whose every failure is a :class:`ConfigError` naming ``source`` (and the line)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{line}") from e
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise ConfigError(f"{source}: not valid YAML ({type(e).__name__})") from e
+
+
 def parse_space(obj: Mapping[str, Any] | str, *, source: str = "<dict>", allow_empty: bool = False) -> SearchSpace:
     """Parse and validate a search space given as a dict or YAML text.
 
@@ -272,14 +284,7 @@ def parse_space(obj: Mapping[str, Any] | str, *, source: str = "<dict>", allow_e
         ConfigError: anything malformed; the message starts with ``source`` and the key.
     """
     if isinstance(obj, str):
-        try:
-            obj = yaml.safe_load(obj)
-        except yaml.YAMLError as e:
-            where = getattr(e, "problem_mark", None)
-            line = f" (line {where.line + 1})" if where is not None else ""
-            raise ConfigError(f"{source}: not valid YAML{line}") from e
-        except (ValueError, TypeError, OverflowError, RecursionError) as e:
-            raise ConfigError(f"{source}: not valid YAML ({type(e).__name__})") from e
+        obj = load_yaml(obj, source)
     if not isinstance(obj, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'parameters' section")
     bad = [str(k) for k in obj if k not in _TOP_KEYS]

@@ -43,7 +43,7 @@ import yaml
 
 from torchcell_search.config import parameter_keys
 from torchcell_search.errors import ConfigError
-from torchcell_search.search.spaces import SearchSpace, parse_space
+from torchcell_search.search.spaces import SearchSpace, load_yaml, parse_space
 
 __all__ = ["SweepFile", "read_sweep_file", "TORCHCELL_OBJECTIVES"]
 
@@ -288,7 +288,7 @@ def read_sweep_file(path: str | Path) -> SweepFile:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"search space {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from e
     source = str(path)
-    data = _yaml(text, source)
+    data = load_yaml(text, source)
     if _is_hydra(data):
         return _read_hydra(path, source)
     if not isinstance(data, Mapping) or not _is_nested_wandb(data) and not _has_torchcell_keys(data):
@@ -299,15 +299,6 @@ def read_sweep_file(path: str | Path) -> SweepFile:
     return _read_wandb(data, source)
 
 
-def _yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{source}: not valid YAML{line}") from e
-    except (ValueError, TypeError, OverflowError, RecursionError) as e:
-        raise ConfigError(f"{source}: not valid YAML ({type(e).__name__})") from e
 
 
 def _is_hydra(data: Any) -> bool:
