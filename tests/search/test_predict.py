@@ -78,19 +78,8 @@ def test_predict_on_cuda_matches_the_cpu_predictions(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_predict_reproduces_the_trials_val_predictions(tmp_path: Path) -> None:
-    from torchcell_search.search.objective import load_study_data
-    from torchcell_search.search.study import build_study_config
-
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    start_command("p", url, TINY, jobs=1)
-    study = optuna.load_study(study_name="p", storage=url)
-    stored = download_trial_artifact(open_artifact_store(artifacts_dir(url)), study._storage, study.best_trial,
-                                     "predictions.npz", tmp_path / "pred.npz")
-    npz = np.load(stored)
-    dataset, _ = load_study_data(build_study_config(TINY))
-    ids = dataset.graph.gene_ids
-    pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("query_orf\tarray_orf\n" + "".join(f"{ids[q]}\t{ids[a]}\n" for q, a in npz["val_genes"]))
+    url, pairs, npz = _finished_study(tmp_path)
+    known_gene = pairs.read_text().splitlines()[1].split("\t")[1]
     out = tmp_path / "out.tsv"
     result = predict_command("p", url, pairs=pairs, out=out)
     assert result["rows"] == len(npz["val_genes"])
@@ -102,7 +91,7 @@ def test_predict_reproduces_the_trials_val_predictions(tmp_path: Path) -> None:
 
     # unknown genes: listed (up to five) with their count, nothing written
     bad = tmp_path / "bad.tsv"
-    bad.write_text("query_orf\tarray_orf\n" + "".join(f"YNOPE{i}\t{ids[0]}\n" for i in range(7)))
+    bad.write_text("query_orf\tarray_orf\n" + "".join(f"YNOPE{i}\t{known_gene}\n" for i in range(7)))
     with pytest.raises(DataError, match=r"7 gene\(s\) not in the cell graph: YNOPE0, YNOPE1, YNOPE2, YNOPE3, YNOPE4, \.\.\."):
         predict_command("p", url, pairs=bad, out=tmp_path / "bad-out.tsv")
     assert not (tmp_path / "bad-out.tsv").exists()

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from torchcell_search.errors import ConfigError
 from torchcell_search.model.activations import build_activation
-from torchcell_search.model.layers import NORMS, MaskedBatchNorm, build_norm
+from torchcell_search.model.layers import NORMS, MaskedBatchNorm, _MLP, build_norm
 
 __all__ = ["PredictionHead"]
 
@@ -44,7 +44,7 @@ def _head_norm(name: str, channels: int) -> nn.Module:
     return _SampleBatchNorm(channels) if name == "batch" else build_norm(name, channels)
 
 
-class PredictionHead(nn.Module):
+class PredictionHead(_MLP):
     """``num_layers - 1`` hidden blocks, then a Linear to the outputs.
 
     .. math::
@@ -90,26 +90,14 @@ class PredictionHead(nn.Module):
         dropout: float = 0.0,
         residual: bool = False,
     ) -> None:
-        super().__init__()
         if num_layers < 1:
             raise ConfigError(f"model.prediction_head_config.head_num_layers={num_layers}: needs at least 1")
         dims = [in_channels] + [hidden_channels] * (num_layers - 1)
-        # Attribute names as before the options existed, so older checkpoints still load.
-        self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(_head_norm(norm, b) for b in dims[1:])
-        self.act = build_activation(activation, key="model.prediction_head_config.activation")
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(dims[-1], out_channels)
+        # _MLP's attribute names (lins, norms, act, dropout, out), so older checkpoints still load
+        super().__init__(dims, norm=norm, dropout=dropout, out_channels=out_channels, activation=activation,
+                         norm_builder=_head_norm, activation_key="model.prediction_head_config.activation")
         self.skips = [residual and a == b for a, b in zip(dims[:-1], dims[1:])]
         self.norm_name, self.activation_name, self.residual = norm, activation, residual
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for lin, norm in zip(self.lins, self.norms):
-            lin.reset_parameters()
-            if hasattr(norm, "reset_parameters"):
-                norm.reset_parameters()
-        self.out.reset_parameters()
 
     def forward(self, z: Tensor) -> Tensor:
         h = z  # (B, C)

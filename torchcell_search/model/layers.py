@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -616,12 +617,14 @@ class _MLP(nn.Module):
     """
 
     def __init__(
-        self, dims: list[int], *, norm: str, dropout: float, out_channels: int | None, activation: str = "relu"
+        self, dims: list[int], *, norm: str, dropout: float, out_channels: int | None, activation: str = "relu",
+        norm_builder: Callable[[str, int], nn.Module] | None = None, activation_key: str = "model.activation",
     ) -> None:
         super().__init__()
+        norm_builder = norm_builder or build_norm  # the prediction head passes its own (model/head.py)
         self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(build_norm(norm, b) for b in dims[1:])
-        self.act = build_activation(activation)
+        self.norms = nn.ModuleList(norm_builder(norm, b) for b in dims[1:])
+        self.act = build_activation(activation, key=activation_key)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(dims[-1], out_channels) if out_channels is not None else None
         self.reset_parameters()
