@@ -1,7 +1,9 @@
 """Train-step throughput of HeteroCell: this tree vs the baseline commit vs the report's layout.
 
 All timings are one train step (forward + backward of an MSE loss) under
-``torch.use_deterministic_algorithms(True, warn_only=True)``, as the trainer runs it.
+``torch.use_deterministic_algorithms(True, warn_only=True)`` with
+``torch.utils.deterministic.fill_uninitialized_memory = False``, as the trainer runs it
+(with the fill on, every new tensor is NaN-filled first: ~a quarter of a real-graph step).
 One command prints, side by side with ratios:
 
 1. **demo graph** (300 genes, 2,830 directed physical edges), a grid of search configs:
@@ -208,13 +210,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _deterministic() -> None:
+    """Deterministic kernels as the trainer sets them (``search/trainer.py``): no NaN fill of new tensors."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 def _measure_row(args: argparse.Namespace) -> dict:
     """One real-graph row in this process: ours and the reference alternate, step by step."""
     from torchcell_search.config import ModelConfig
     from torchcell_search.model import build_model
     from torchcell_search.model.reference import build_reference_batch, reference_forward
 
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _deterministic()
     device = torch.device(args.device)
     hidden, layers, heads, pooling = args.row.split(",")
     h = int(hidden)
@@ -461,9 +469,9 @@ def main() -> None:
     if args.row:
         print(json.dumps(_measure_row(args)))
         return
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _deterministic()
     base_pkg = _load_baseline(args.baseline)
-    print(f"deterministic=True threads={torch.get_num_threads()} device=cpu baseline={args.baseline}"
+    print(f"deterministic=True fill_uninitialized_memory=False threads={torch.get_num_threads()} device=cpu baseline={args.baseline}"
           f"{'' if base_pkg else ' (unavailable: no git)'}")
     if args.demo:
         _demo(args, base_pkg)

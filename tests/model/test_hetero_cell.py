@@ -241,3 +241,29 @@ def test_shared_wildtype_work_gives_the_per_slot_gradients(pooling: str) -> None
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("pooling", ["attentional", "sorted_set_transformer"])
+def test_layers_computing_only_the_changed_rows_give_the_dense_gradients(pooling: str, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    calls = []
+    sparse = layers._gatv2_sparse_slots
+    monkeypatch.setattr(layers, "_gatv2_sparse_slots", lambda *a: calls.append(1) or sparse(*a))
+    torch.manual_seed(0)
+    graph = tiny_graph()
+    model = build_model(graph, dataclasses.replace(SMALL, num_layers=3, pooling=pooling, heads=1))
+    model._SPARSE_LIMIT = 1.0  # the tiny graph is reached everywhere: force the sparse layers
+    genes = torch.tensor([[0, 3], [1, 2], [5, 6], [4, -1]])
+    masks = reference_masks(graph, genes)
+    target = torch.randn(4, 2)
+    grads = []
+    for sparse_slots in (True, False):
+        model.sparse_slots = sparse_slots
+        model.zero_grad()
+        torch.nn.functional.mse_loss(model(genes, masks).pred, target).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    # Layers 2-3 computed from the changed rows only (patched softmax) change no gradient.
+    assert calls and grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name

@@ -340,3 +340,40 @@ def test_gatv2_shared_slot0_scores_match_per_slot(heads: int, chunk: int | None,
         pooled_got = g[:, 0] + (g * same[..., None, None]).sum(1) - g[:, 0]
         pooled_want = (ww * same[..., None, None]).sum(1)
         assert torch.allclose(pooled_got, pooled_want, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("chunk", [None, 40])
+def test_gatv2_sparse_slots_match_per_slot(heads: int, chunk: int | None, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    if chunk is not None:
+        monkeypatch.setattr(layers, "_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    N, S, C = 14, 5, 3
+    ei = torch.randint(0, N, (2, 70))
+    plan = layers.EdgePlan(ei, N, N, self_loops=True)
+    keep = plan.keep(torch.rand(70, S) > 0.1)
+    keep[:, 0] = True  # slot 0 is the wildtype
+    changed = torch.zeros(N, S, dtype=torch.bool)
+    changed[[1, 4, 9], 1] = True
+    changed[[4, 7], 2] = True
+    changed[0, 4] = True  # slot 3: no changed row, masks only
+    x0 = torch.randn(N, 1, heads, C)
+    base_l, base_r = x0.repeat(1, S, 1, 1), (2 * x0).repeat(1, S, 1, 1)
+    bump = torch.randn(N, S, heads, C) * changed[..., None, None]
+    xl, xr = (base_l + bump).requires_grad_(), (base_r - bump).requires_grad_()
+    att = torch.randn(heads, C, requires_grad=True)
+    w = torch.randn(N, S, heads, C)
+    sparse = layers._gatv2_sparse_slots(xl, xr, att, keep, plan, 0.2, changed)
+    plain = layers._gatv2_unfused(xl, xr, att, keep, plan, 0.2, 0.0, False)
+    assert torch.allclose(sparse, plain, atol=1e-5)
+    got = torch.autograd.grad((sparse * w).sum(), (xl, xr, att))
+    want = torch.autograd.grad((plain * w).sum(), (xl, xr, att))
+    # Unchanged rows are read from slot 0: their gradients land there. Summed over the slots
+    # of each unchanged row they are autograd's; changed rows get exactly their own.
+    assert torch.allclose(got[2], want[2], atol=1e-4)
+    same = ~changed
+    for g, ww in ((got[0], want[0]), (got[1], want[1])):
+        assert torch.allclose(g[changed], ww[changed], atol=1e-4)
+        assert torch.allclose((g * same[..., None, None]).sum(1), (ww * same[..., None, None]).sum(1), atol=1e-4)

@@ -65,3 +65,19 @@ def test_reference_refuses_perturbation_set(demo) -> None:
     genes = demo.table.genes[:2]
     with pytest.raises(ConfigError, match="perturbation_set"):
         reference_forward(model, demo.graph, genes, reference_masks(demo.graph, genes))
+
+
+@pytest.mark.parametrize("sparse_limit", [1.0, 0.0])
+def test_layers_computing_only_the_changed_rows_equal_reference(demo, sparse_limit: float, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    calls = []
+    sparse = layers._gatv2_sparse_slots
+    monkeypatch.setattr(layers, "_gatv2_sparse_slots", lambda *a: calls.append(1) or sparse(*a))
+    torch.manual_seed(0)
+    genes = demo.table.genes[:5]
+    model = build_model(demo.graph, dataclasses.replace(SMALL, num_layers=3, use_roles=False)).eval()
+    model._SPARSE_LIMIT = sparse_limit  # 1.0: every layer after the first only patches; 0.0: dense
+    masks = _masks(demo.graph, genes)
+    assert torch.allclose(model(genes, masks).pred, reference_forward(model, demo.graph, genes, masks), atol=1e-4)
+    assert bool(calls) == (sparse_limit == 1.0)

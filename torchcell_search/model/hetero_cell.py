@@ -198,6 +198,10 @@ class HeteroCell(nn.Module):
         # chunk size moves parameters by 1e-2 within 10 steps), and with it on the default
         # demo run's val epsilon r fell from 0.74 to 0.47, below what tests/search asserts.
         self.share_slot0 = False
+        # Same premise, and exact the same way: from the second layer on, a layer whose input
+        # rows differ from the wildtype's only where the layers before reached (tracked from the
+        # masks, not compared) computes only those (BatchedGATv2Conv's ``changed``).
+        self.sparse_slots = cfg.norm != "batch" and cfg.dropout == 0
         for layer in self.convs:
             for name in ("physical", "regulatory"):
                 layer[name].conv.share_slot0 = self.share_slot0 and cfg.norm != "batch" and cfg.dropout == 0
@@ -396,13 +400,22 @@ class HeteroCell(nn.Module):
                 all_relations: bool = False) -> Tensor:
         """Run the conv layers; returns gene features ``(N, S, H)``."""
         plans = edges.plans or {}
+        # (N, S) the gene rows that differ from the wildtype's (slot 0), while few: known once the
+        # input is one shared slot (then only the masks differ) and the slots are computed alike.
+        track = (self.sparse_slots and keeps.gene is not None and x_gene.size(1) == 1 and not all_relations
+                 and "physical" in plans and "regulatory" in plans)
+        changed = None
         for layer in self.convs:
             phys = layer["physical"](
-                x_gene, None, edges.physical, keeps.physical, node_keep=keeps.gene, plan=plans.get("physical")
+                x_gene, None, edges.physical, keeps.physical, node_keep=keeps.gene, plan=plans.get("physical"),
+                changed=changed,
             )
             reg = layer["regulatory"](
-                x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene, plan=plans.get("regulatory")
+                x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene, plan=plans.get("regulatory"),
+                changed=changed,
             )
+            if track:
+                changed = self._reached(changed, keeps, plans)
             # HeteroConv(aggr="sum") per destination type. In the report's layout no relation
             # leads from reactions or metabolites back to genes, and only genes are pooled, so
             # the GPR and metabolism convs cannot change the prediction: skipping them is
@@ -418,6 +431,25 @@ class HeteroCell(nn.Module):
                 x_rxn = gpr
             x_gene = phys + reg
         return x_gene
+
+    #: Past this fraction of changed (gene, slot) rows a layer runs dense.
+    _SPARSE_LIMIT = 0.25
+
+    def _reached(self, changed: Tensor | None, keeps: _Keeps, plans: dict) -> Tensor | None:
+        """``(N, S)`` the gene rows a layer's output changes, given its input's ``changed`` (``None``:
+        none): a masked in-edge, a changed row, or an in-edge from one. ``None`` once past
+        :attr:`_SPARSE_LIMIT` (the later layers run dense)."""
+        with torch.no_grad():
+            out = changed.clone() if changed is not None else None
+            for name in ("physical", "regulatory"):
+                plan = plans[name]
+                reach = ~plan.keep(getattr(keeps, name))
+                if changed is not None:
+                    reach = reach | changed.index_select(0, plan.src)
+                hit = plan.by_dst.sum(reach.to(torch.int32)) > 0
+                out = hit if out is None else out | hit
+            out[:, 0] = False
+            return out if out[:, 1:].float().mean() <= self._SPARSE_LIMIT else None
 
     def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor, profile: Tensor | None) -> ModelOutput:
         """``z_w: (1, H)``, ``z_pert: (B, H)``, ``h_w: (N, H)`` wildtype gene features."""
