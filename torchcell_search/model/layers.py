@@ -319,6 +319,12 @@ class _GATv2Attention(torch.autograd.Function):
     backward their score gradients are summed into slot 0's. The softmax and the
     aggregation stay per slot. On the real graph this skips ~85% of the score work of the
     second layer. The caller asserts the premise (no batch statistics, no dropout).
+
+    For :func:`_gatv2_sparse_slots`: ``prior_lse: (N_dst, S, H)`` and ``prior_val: (N_dst, S, H, C)``
+    add one entry per destination to the softmax (log-mass and value), ``sign: (E,)`` weights
+    each edge's ``exp`` by ``+-1``, and ``want_lse`` also returns ``lse: (N_dst, S, H)``, the
+    log of each destination's softmax denominator. The backward is the same for signed
+    weights: ``d s_e = alpha_e (g_i . x_j - g_i . out_i)``.
     """
 
     @staticmethod
