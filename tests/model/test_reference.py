@@ -81,3 +81,22 @@ def test_layers_computing_only_the_changed_rows_equal_reference(demo, sparse_lim
     masks = _masks(demo.graph, genes)
     assert torch.allclose(model(genes, masks).pred, reference_forward(model, demo.graph, genes, masks), atol=1e-4)
     assert bool(calls) == (sparse_limit == 1.0)
+
+
+def test_layers_past_the_sparse_limit_stay_dense_and_equal_reference(demo, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    calls = []
+    sparse = layers._gatv2_sparse_slots
+    monkeypatch.setattr(layers, "_gatv2_sparse_slots", lambda *a: calls.append(1) or sparse(*a))
+    torch.manual_seed(0)
+    genes = demo.table.genes[:5]
+    model = build_model(demo.graph, dataclasses.replace(SMALL, num_layers=4, use_roles=False)).eval()
+    masks = _masks(demo.graph, genes)
+    # The limit at the first layer's reach: the second layer is sparse, the third and fourth
+    # (reached further) must run dense, not from a reach recomputed from the masks alone.
+    model._SPARSE_LIMIT = 1.0
+    first = model._reached(None, model._keeps(masks), model._plans())
+    model._SPARSE_LIMIT = float(first[:, 1:].float().mean())
+    assert torch.allclose(model(genes, masks).pred, reference_forward(model, demo.graph, genes, masks), atol=1e-4)
+    assert len(calls) == 2  # the second layer's two gene relations

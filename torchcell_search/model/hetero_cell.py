@@ -405,7 +405,7 @@ class HeteroCell(nn.Module):
         track = (self.sparse_slots and keeps.gene is not None and x_gene.size(1) == 1 and not all_relations
                  and "physical" in plans and "regulatory" in plans)
         changed = None
-        for layer in self.convs:
+        for depth, layer in enumerate(self.convs):
             phys = layer["physical"](
                 x_gene, None, edges.physical, keeps.physical, node_keep=keeps.gene, plan=plans.get("physical"),
                 changed=changed,
@@ -414,8 +414,9 @@ class HeteroCell(nn.Module):
                 x_gene, None, edges.regulatory, keeps.regulatory, node_keep=keeps.gene, plan=plans.get("regulatory"),
                 changed=changed,
             )
-            if track:
+            if track and depth + 1 < len(self.convs):
                 changed = self._reached(changed, keeps, plans)
+                track = changed is not None  # once dense, dense to the end
             # HeteroConv(aggr="sum") per destination type. In the report's layout no relation
             # leads from reactions or metabolites back to genes, and only genes are pooled, so
             # the GPR and metabolism convs cannot change the prediction: skipping them is
