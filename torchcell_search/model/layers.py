@@ -16,8 +16,10 @@ is such a sum (no ``index_put_(accumulate=True)``). The GATv2 edge computation i
 and chunked (:class:`_GATv2Attention`): it keeps only ``alpha: (E, S, H)`` for backward,
 so the real graph (322k edges) fits in a few GB; its source gradient is one ``index_add_``
 in edge order. Work that is the same in every slot is done once: the first layer (inputs
-shared, only the masks differ; see :func:`_gatv2`) and, later, the scores of edges whose
-ends are still the wildtype's (``share_slot0``). All of it is deterministic on CPU.
+shared, only the masks differ; see :func:`_gatv2`), a later layer whose inputs differ from the
+wildtype's only at known rows (``changed``: only those rows' segments and out-edges are
+computed, see :func:`_gatv2_sparse_slots`) and, optionally, the scores of edges whose ends
+are still the wildtype's (``share_slot0``). All of it is deterministic on CPU.
 """
 
 from __future__ import annotations
@@ -808,7 +810,11 @@ class BatchedGATv2Conv(nn.Module):
 
     Shapes:
         - **input:** ``x_src: (N_src, S, F_src)``, ``x_dst: (N_dst, S, F_dst)`` or ``None``,
-          ``edge_index: (2, E)``, ``edge_keep: (E, S)`` bool or ``None``
+          ``edge_index: (2, E)``, ``edge_keep: (E, S)`` bool or ``None``; ``changed: (N, S)``
+          bool or ``None`` (homogeneous only): the rows of ``x_src`` that may differ from slot
+          0's, slot 0 being the wildtype; all others must equal slot 0's row (the caller's
+          premise: no batch statistics, no dropout). Then only those rows' work is done
+          (:func:`_gatv2_sparse_slots`).
         - **output:** ``(N_dst, S, heads * out_channels)`` if ``concat`` else ``(N_dst, S, out_channels)``
     """
 
