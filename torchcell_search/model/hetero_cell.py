@@ -198,7 +198,7 @@ class HeteroCell(nn.Module):
         # chunk size moves parameters by 1e-2 within 10 steps), and with it on the default
         # demo run's val epsilon r fell from 0.74 to 0.47, below what tests/search asserts.
         self.share_slot0 = False
-        # Same premise, and exact the same way: from the second layer on, a layer whose input
+        # Same premise, exact in the same way: from the second layer on, a layer whose input
         # rows differ from the wildtype's only where the layers before reached (tracked from the
         # masks, not compared) computes only those (BatchedGATv2Conv's ``changed``).
         self.sparse_slots = cfg.norm != "batch" and cfg.dropout == 0
