@@ -67,13 +67,20 @@ def test_reference_refuses_perturbation_set(demo) -> None:
         reference_forward(model, demo.graph, genes, reference_masks(demo.graph, genes))
 
 
-@pytest.mark.parametrize("sparse_limit", [1.0, 0.0])
-def test_layers_computing_only_the_changed_rows_equal_reference(demo, sparse_limit: float, monkeypatch) -> None:
+@pytest.fixture
+def sparse_calls(monkeypatch) -> list[int]:
+    """Records each call of the changed-rows GATv2 path (one per gene relation and layer)."""
     from torchcell_search.model import layers
 
-    calls = []
+    calls: list[int] = []
     sparse = layers._gatv2_sparse_slots
     monkeypatch.setattr(layers, "_gatv2_sparse_slots", lambda *a: calls.append(1) or sparse(*a))
+    return calls
+
+
+@pytest.mark.parametrize("sparse_limit", [1.0, 0.0])
+def test_layers_computing_only_the_changed_rows_equal_reference(demo, sparse_limit: float, sparse_calls) -> None:
+    calls = sparse_calls
     torch.manual_seed(0)
     genes = demo.table.genes[:5]
     model = build_model(demo.graph, dataclasses.replace(SMALL, num_layers=3, use_roles=False)).eval()
@@ -83,12 +90,8 @@ def test_layers_computing_only_the_changed_rows_equal_reference(demo, sparse_lim
     assert bool(calls) == (sparse_limit == 1.0)
 
 
-def test_layers_past_the_sparse_limit_stay_dense_and_equal_reference(demo, monkeypatch) -> None:
-    from torchcell_search.model import layers
-
-    calls = []
-    sparse = layers._gatv2_sparse_slots
-    monkeypatch.setattr(layers, "_gatv2_sparse_slots", lambda *a: calls.append(1) or sparse(*a))
+def test_layers_past_the_sparse_limit_stay_dense_and_equal_reference(demo, sparse_calls) -> None:
+    calls = sparse_calls
     torch.manual_seed(0)
     genes = demo.table.genes[:5]
     model = build_model(demo.graph, dataclasses.replace(SMALL, num_layers=4, use_roles=False)).eval()
