@@ -58,7 +58,7 @@ Measured on the mirror (docs/results.md): on the pair split a linear blend of fe
 0-4 carries most of the signal; on the gene split the GO-based features (12-15) and SMF
 (16-20) carry most of what an unseen gene has. The SMF similarity (19-20) was chosen on the
 gene split's validation figure over five seeds, where it beat squared/cubed GO kernels, GO
-plus graph-adjacency kernels and other ridges (linear read-out: val 0.133 -> 0.144, test
+plus graph-adjacency kernels and other ridges (linear read-out: val 0.133 -> 0.142, test
 0.104 -> 0.113 over the same seeds).
 """
 
