@@ -54,6 +54,8 @@ BASE: dict[str, Any] = {
     "regression_task.lambda_supcr": 0.0,
     "regression_task.uncertainty_weighting": False,
     "regression_task.standardize_labels": True,
+    # Issue 13's first base (the 19 features); the SMF similarity is the row smf_similarity.
+    "model.input_smf_similarity": False,
 }
 
 #: name -> (hypothesis, overrides on BASE, subset override or "base").
@@ -102,6 +104,9 @@ ROWS: dict[str, tuple[str, dict[str, Any], Any]] = {
                            "model.input_physical": False, "model.input_regulatory": False,
                            "model.input_metabolic": False}, "base"),
     "profile_dropout": ("profile dropout 0.3 (model.profile_dropout=0.3)", {"model.profile_dropout": 0.3}, "base"),
+    "smf_similarity": ("adds the SMF similarity: profiles of genes with similar single-mutant fitness "
+                       "(model.input_smf_similarity=true, columns 19-20; the config default)",
+                       {"model.input_smf_similarity": True}, "base"),
     "size_25k": ("training-set size: subset 25,000", {}, 25_000),
     "size_100k": ("training-set size: subset 100,000", {}, 100_000),
     "size_all": ("training-set size: all 350,296", {}, None),

@@ -115,6 +115,9 @@ class ModelConfig:
     input_physical: bool = field(default=True, metadata=_key("model.input_physical"))
     input_regulatory: bool = field(default=True, metadata=_key("model.input_regulatory"))
     input_metabolic: bool = field(default=True, metadata=_key("model.input_metabolic"))
+    # Genes with similar single-mutant fitness lend their profiles (kernel ridge on an SMF
+    # kernel, columns 19-20); model.input_smf=false removes these too.
+    input_smf_similarity: bool = field(default=True, metadata=_key("model.input_smf_similarity"))
     # Probability that a train record's own-profile features (factorisation, profile
     # neighbours) are hidden, so the model learns to predict from borrowed ones as it must
     # for a gene without records.

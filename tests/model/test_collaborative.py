@@ -263,3 +263,49 @@ def test_a_feature_constant_on_train_is_read_as_zero_not_blown_up():
     values = tables.tables[:, seen[:, 0], seen[:, 1]]  # (F, 200)
     assert torch.all(values[constant] == 0)
     assert values.abs().max() < 50
+
+
+def test_kernel_ridge_weights_match_the_formula_and_lend_only_fit_genes():
+    from torchcell_search.model.collaborative import _kernel_ridge_weights
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 3))
+    kernel = x @ x.T + np.eye(7)
+    fit = np.array([0, 2, 3, 5])
+    got = _kernel_ridge_weights(kernel, fit, 2.0)  # (8, 8)
+    expected = kernel[:, fit] @ np.linalg.inv(kernel[np.ix_(fit, fit)] + 2.0 * np.eye(4))
+    np.testing.assert_allclose(got[:7, fit], expected, rtol=1e-8, atol=1e-10)
+    assert np.all(got[:, [1, 4, 6, 7]] == 0) and np.all(got[7] == 0)  # genes outside the fit lend nothing
+
+
+def test_smf_similarity_reads_a_genes_fitness_and_gives_unknown_fitness_nothing():
+    # Gene split: the SMF-similarity columns of a held-out gene follow its single-mutant
+    # fitness (genes about as sick lend their profiles); with its SMF unknown it borrows nothing.
+    from torchcell_search.data import annotations
+
+    dataset, split = prepare_data("demo", subset=None, split="gene", seed=0, cache_dir=None)
+    columns = [FEATURES.index("smf_similarity_query"), FEATURES.index("smf_similarity_array")]
+    genes = dataset.table.genes.numpy()
+    held = np.setdiff1d(genes[split.test.numpy()].reshape(-1), genes[split.train.numpy()].reshape(-1))
+    smf = dataset.info["single_mutant_fitness"]
+    gene = int(next(g for g in held if np.isfinite(float(smf[g]))))
+    _, full, lookup = _raw_features(dataset, split, 0)
+    row = lookup[gene]
+    assert np.abs(full[columns[0], row, :-1]).sum() > 0 and np.abs(full[columns[1], :-1, row]).sum() > 0
+
+    def with_smf(value: float) -> np.ndarray:
+        changed = smf.clone()
+        changed[gene] = value
+        annotations._CACHE.clear()  # the demo's SMF is cached per gene count
+        try:
+            info = {**dataset.info, "single_mutant_fitness": changed}
+            return _raw_features(Dataset(dataset.name, dataset.graph, dataset.table, info), split, 0)[1]
+        finally:
+            annotations._CACHE.clear()
+
+    moved = with_smf(float(smf[gene]) - 0.3)
+    assert not np.allclose(moved[columns[0], row], full[columns[0], row])
+    others = [c for c in range(NUM_PROFILE_FEATURES) if c not in columns and not FEATURES[c].startswith("smf")]
+    np.testing.assert_allclose(moved[others], full[others], atol=1e-6)  # no other input reads SMF
+    unknown = with_smf(float("nan"))
+    assert np.all(unknown[columns[0], row] == 0) and np.all(unknown[columns[1], :, row] == 0)
