@@ -269,3 +269,32 @@ def test_layers_computing_only_the_changed_rows_give_the_dense_gradients(pooling
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
         assert torch.equal(grads[0][name], grads[2][name]), name
+
+
+@pytest.mark.parametrize("kind", ["hetero_cell", "perturbation_set"])
+def test_checkpoints_with_fewer_profile_features_load_and_predict_as_before(kind: str) -> None:
+    from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES
+
+    F, old_f = NUM_PROFILE_FEATURES, NUM_PROFILE_FEATURES - 2  # before the SMF-similarity columns
+    cfg = dataclasses.replace(SMALL, kind=kind, profile_features=True)
+    graph = tiny_graph()
+    torch.manual_seed(0)
+    model = build_model(graph, cfg).eval()
+    model.profile_tables = torch.randn(F, 1, 1)
+    with torch.no_grad():  # the model a 19-feature checkpoint describes
+        model.profile_proj.weight[:, old_f:] = 0.0
+        model.profile_skip.weight[:, old_f:] = 0.0
+    want = model(GENES, reference_masks(graph, GENES)).pred
+    state = model.state_dict()
+    state["profile_proj.weight"] = state["profile_proj.weight"][:, :old_f]
+    state["profile_skip.weight"] = state["profile_skip.weight"][:, :old_f]
+    state["profile_tables"] = state["profile_tables"][:old_f]
+    state["profile_scale"] = state["profile_scale"][:, :old_f]
+    torch.manual_seed(1)
+    loaded = build_model(graph, cfg).eval()
+    loaded.load_state_dict(state)
+    assert loaded.profile_tables.shape[0] == F and loaded.profile_scale[1, old_f:].eq(1).all()
+    assert torch.allclose(loaded(GENES, reference_masks(graph, GENES)).pred, want, atol=1e-6)
+    state["profile_proj.weight"] = torch.zeros(cfg.hidden_channels, F + 1)  # more columns than the code knows
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        build_model(graph, cfg).load_state_dict(state)

@@ -257,6 +257,14 @@ class HeteroCell(nn.Module):
             if mod is not None:
                 mod.reset_parameters()
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Checkpoints with fewer profile features (saved before the SMF-similarity columns
+        19-20 existed) load with the missing columns' weights at zero, so they predict exactly
+        as they did; the new columns are computed and read with weight 0."""
+        if self.profile_proj is not None:
+            _pad_profile_features(state_dict, prefix, NUM_PROFILE_FEATURES)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     # ------------------------------------------------------------------ forward
     @property
     def needs_masks(self) -> bool:
@@ -521,6 +529,30 @@ class HeteroCell(nn.Module):
             f"layers={c.num_layers}, heads={c.heads}, pooling={c.pooling}, norm={c.norm}, "
             f"params={sum(p.numel() for p in self.parameters()):,}"
         )
+
+
+def _pad_profile_features(state_dict: dict, prefix: str, num_features: int) -> None:
+    """Pad a state dict's profile-feature entries (weights, tables, scale) to ``num_features``
+    columns in place: zero weights and tables, scaling mean 0 and sd 1 for the added columns."""
+    weight = state_dict.get(prefix + "profile_proj.weight")
+    if weight is None or weight.size(1) >= num_features:
+        return
+    extra = num_features - weight.size(1)
+
+    def pad(key: str, dim: int, fill: Tensor | float = 0.0) -> None:
+        t = state_dict.get(prefix + key)
+        if t is not None and t.size(dim) < num_features:
+            shape = list(t.shape)
+            shape[dim] = extra
+            block = t.new_zeros(shape)
+            if isinstance(fill, Tensor):  # per-row fill along dim 0 (the scale's mean/sd rows)
+                block += fill.view(-1, *([1] * (len(shape) - 1)))
+            state_dict[prefix + key] = torch.cat([t, block], dim=dim)
+
+    pad("profile_proj.weight", 1)
+    pad("profile_skip.weight", 1)
+    pad("profile_tables", 0)
+    pad("profile_scale", 1, torch.tensor([0.0, 1.0]))
 
 
 def _aggregator_options(cfg: ModelConfig) -> dict[str, object]:
