@@ -365,7 +365,9 @@ def test_gatv2_sparse_slots_match_per_slot(heads: int, chunk: int | None, monkey
     xl, xr = (base_l + bump).requires_grad_(), (base_r - bump).requires_grad_()
     att = torch.randn(heads, C, requires_grad=True)
     w = torch.randn(N, S, heads, C)
-    sparse = layers._gatv2_sparse_slots(xl, xr, att, keep, plan, 0.2, changed)
+    # The sparse path reads only the wildtype's rows and the changed ones.
+    rows = lambda x: torch.cat([x[:, 0], x[changed]]).unsqueeze(1)  # noqa: E731
+    sparse = layers._gatv2_sparse_slots(rows(xl), rows(xr), att, keep, plan, 0.2, changed)
     plain = layers._gatv2_unfused(xl, xr, att, keep, plan, 0.2, 0.0, False)
     assert torch.allclose(sparse, plain, atol=1e-5)
     got = torch.autograd.grad((sparse * w).sum(), (xl, xr, att))

@@ -204,7 +204,7 @@ class HeteroCell(nn.Module):
         self.sparse_slots = cfg.norm != "batch" and cfg.dropout == 0
         for layer in self.convs:
             for name in ("physical", "regulatory"):
-                layer[name].conv.share_slot0 = self.share_slot0 and cfg.norm != "batch" and cfg.dropout == 0
+                layer[name].conv.share_slot0 = self.share_slot0 and self.sparse_slots  # the same premise
         if cfg.kind == "hetero_cell":
             pool_dropout = cfg.dropout if cfg.pool_dropout is None else cfg.pool_dropout
             self.global_aggregator = build_pooling(cfg.pooling, H, dropout=pool_dropout, **_aggregator_options(cfg))

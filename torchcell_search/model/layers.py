@@ -563,6 +563,10 @@ def _gatv2_sparse_slots(
     """``(N, S, H, C)``: :class:`_GATv2Attention` of a homogeneous layer whose inputs differ from
     the wildtype (slot 0) only at the rows ``changed: (N, S)`` (bool, slot 0 all false).
 
+    ``xl, xr: (N + Q, 1, H, C)`` hold only the rows that exist: the wildtype's ``N``, then the
+    ``Q`` changed rows in ``changed.nonzero()`` order (:meth:`BatchedGATv2Conv.forward`
+    projects just these, not ``N x S`` rows that are mostly copies of slot 0).
+
     The wildtype is computed once (with its softmax log-mass ``lse_i``). A ``(destination,
     slot)`` pair that is itself changed or has a masked in-edge is recomputed over its whole
     segment (as the first layer, :func:`_gatv2`). Any other pair whose in-edges come from
@@ -581,10 +585,10 @@ def _gatv2_sparse_slots(
     subtracts the changed edges' wildtype mass; a self loop keeps the remainder positive).
     On the real graph at the second layer this touches ~15% of the dense ``(edge, slot)`` pairs.
     """
-    N, S, H, C = xl.shape
+    (N, S), (H, C) = changed.shape, att.shape
     dev = xl.device
     agg_w, lse_w = _GATv2Attention.apply(
-        xl[:, :1], xr[:, :1], att, None, plan, slope, False, None, None, None, True
+        xl[:N], xr[:N], att, None, plan, slope, False, None, None, None, True
     )  # (N, 1, H, C), (N, 1, H)
     with torch.no_grad():
         hit = (plan.by_dst.sum((~keep).to(torch.int32)) > 0) | changed  # (N, S): recompute the segment
@@ -598,7 +602,6 @@ def _gatv2_sparse_slots(
         key = plan.dst.index_select(0, e_p) * S + s_p  # (destination, slot) of each patch edge
         pair_keys, pair_of = torch.unique(key, sorted=True, return_inverse=True)
         pnodes, pslots = pair_keys // S, pair_keys % S
-    table = torch.cat([xl[:, 0], xl[cnodes, cslots]]).unsqueeze(1)  # (N + Q, 1, H, C)
     out = agg_w.expand(N, S, H, C)
     if nodes.numel():
         with torch.no_grad():
@@ -607,7 +610,8 @@ def _gatv2_sparse_slots(
             sub = EdgePlan(torch.stack([row_of[plan.src.index_select(0, edge_ids), slot_e], sub.dst]),
                            N + cnodes.numel(), nodes.numel(), self_loops=False)
             sub_keep = keep[edge_ids, slot_e].unsqueeze(1)  # (E', 1)
-        part = _GATv2Attention.apply(table, xr[nodes, slots].unsqueeze(1), att, sub_keep, sub, slope)  # (P, 1, H, C)
+        xr_hit = xr.index_select(0, row_of[nodes, slots])  # (P, 1, H, C): the slot's destination row
+        part = _GATv2Attention.apply(xl, xr_hit, att, sub_keep, sub, slope)  # (P, 1, H, C)
         out = out.index_put((nodes, slots), part[:, 0])
     if pair_keys.numel():
         with torch.no_grad():
@@ -618,9 +622,9 @@ def _gatv2_sparse_slots(
             sign = torch.cat([xl.new_ones(e_p.numel()), xl.new_full((e_p.numel(),), -1.0)]).index_select(0, order)
             sub = EdgePlan(torch.stack([src2, pair2.index_select(0, order)]), N + cnodes.numel(), pair_keys.numel(),
                            self_loops=False)
-        xr_p = xr[:, 0].index_select(0, pnodes).unsqueeze(1)  # the destination is the wildtype's row
+        xr_p = xr.index_select(0, pnodes)  # the destination is the wildtype's row
         patched = _GATv2Attention.apply(
-            table, xr_p, att, None, sub, slope, False, lse_w.index_select(0, pnodes), agg_w.index_select(0, pnodes), sign
+            xl, xr_p, att, None, sub, slope, False, lse_w.index_select(0, pnodes), agg_w.index_select(0, pnodes), sign
         )
         out = out.index_put((pnodes, pslots), patched[:, 0])
     return out
@@ -878,17 +882,26 @@ class BatchedGATv2Conv(nn.Module):
         elif plan.num_loops != (min(N_src, N_dst) if self.add_self_loops else 0):
             raise ValueError(f"{self!r}: the EdgePlan's self loops do not match add_self_loops={self.add_self_loops}")
         keep = plan.keep(edge_keep)  # (E, S) in plan order, or None
+        dropout = self.dropout > 0 and self.training
+        if (changed is not None and keep is not None and x_src is x_dst and x_src.size(1) == keep.size(1) > 1
+                and not dropout and not torch.is_autocast_enabled(x_src.device.type)):
+            # Only the wildtype's rows and the changed ones are projected (and differentiated).
+            rows = torch.cat([x_src[:, 0], x_src[changed]])  # (N + Q, F), changed in nonzero() order
+            xl, xr = self.lin_l(rows).view(-1, 1, H, C), self.lin_r(rows).view(-1, 1, H, C)
+            out = _gatv2_sparse_slots(xl, xr, self.att, keep, plan, self.negative_slope, changed)
+            return self._finish(out)
         # Inputs may carry one slot shared by all samples (broadcast); the masks set S.
         xl = self.lin_l(x_src).view(N_src, -1, H, C)  # (N_src, S or 1, H, C)
         xr = self.lin_r(x_dst).view(N_dst, -1, H, C)
-        if self.dropout > 0 and self.training:
+        if dropout:
             out = _gatv2_unfused(xl, xr, self.att, keep, plan, self.negative_slope, self.dropout, True)
-        elif (changed is not None and keep is not None and x_src is x_dst and xl.size(1) == keep.size(1) > 1
-              and not torch.is_autocast_enabled(xl.device.type)):
-            out = _gatv2_sparse_slots(xl, xr, self.att, keep, plan, self.negative_slope, changed)
         else:
             out = _gatv2(xl, xr, self.att, keep, plan, self.negative_slope, self.share_slot0)  # (N_dst, S, H, C)
-        S = out.size(1)
+        return self._finish(out)
+
+    def _finish(self, out: Tensor) -> Tensor:
+        """``(N_dst, S, H, C)`` -> heads concatenated or averaged, plus the bias."""
+        N_dst, S, H, C = out.shape
         out = out.reshape(N_dst, S, H * C) if self.concat else out.mean(dim=2)
         return out + self.bias if self.bias is not None else out
 
