@@ -54,9 +54,16 @@ BASE: dict[str, Any] = {
     "regression_task.lambda_supcr": 0.0,
     "regression_task.uncertainty_weighting": False,
     "regression_task.standardize_labels": True,
-    # Issue 13's first base (the 19 features); the SMF similarity is the row smf_similarity.
-    "model.input_smf_similarity": False,
 }
+
+#: Bases over time. 1: issue 13's first base, the 19 profile features (the SMF similarity
+#: is the row ``smf_similarity``); 2: the config default, with the SMF similarity. Runs are
+#: keyed and tabled per base (``--base-version``), so the older table stays reproducible.
+BASE_VERSIONS: dict[int, dict[str, Any]] = {
+    1: {"model.input_smf_similarity": False},
+    2: {"model.input_smf_similarity": True},
+}
+BASE_VERSION = 2
 
 #: name -> (hypothesis, overrides on BASE, subset override or "base").
 #: ``subset`` None = all records; "base" = the run's --subset.
@@ -107,6 +114,12 @@ ROWS: dict[str, tuple[str, dict[str, Any], Any]] = {
     "smf_similarity": ("adds the SMF similarity: profiles of genes with similar single-mutant fitness "
                        "(model.input_smf_similarity=true, columns 19-20; the config default)",
                        {"model.input_smf_similarity": True}, "base"),
+    # Issue 13: the graph network over genes whose inputs are their train-only profiles
+    # (embedded), GO components and SMF, with whole-gene profile dropout (model/gene_profiles.py).
+    "gene_profiles": ("graph network over profile-input genes (model.gene_inputs=profile), no pair features",
+                      {"model.gene_inputs": "profile", "model.profile_features": False}, "base"),
+    "gene_profiles_features": ("profile-input genes and the pair features (model.gene_inputs=profile)",
+                               {"model.gene_inputs": "profile"}, "base"),
     "size_25k": ("training-set size: subset 25,000", {}, 25_000),
     "size_100k": ("training-set size: subset 100,000", {}, 100_000),
     "size_all": ("training-set size: all 350,296", {}, None),
@@ -120,8 +133,16 @@ def _canonical(row: str, subset: Any, base_subset: Any) -> str:
     return "base" if row.startswith("size_") and subset == base_subset else row
 
 
-def _key(row: str, split: str, seed: int, subset: Any, epochs: int) -> str:
-    return f"{row}|{split}|{seed}|{subset}|{epochs}"
+def _key(row: str, split: str, seed: int, subset: Any, epochs: int, version: int) -> str:
+    return f"{row}|{split}|{seed}|{subset}|{epochs}" + ("" if version == 1 else f"|base{version}")
+
+
+def _base(version: int) -> dict[str, Any]:
+    return {**BASE, **BASE_VERSIONS[version]}
+
+
+def _version(record: dict[str, Any]) -> int:
+    return record.get("base_version", 1)  # runs from before the versions were all on base 1
 
 
 def _load_results(path: Path) -> list[dict[str, Any]]:
@@ -142,12 +163,12 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 
 
 def _run_one(data: str, row: str, split: str, seed: int, subset: Any, epochs: int, device: str,
-             cache_dir: Path | None) -> dict[str, Any]:
+             cache_dir: Path | None, version: int) -> dict[str, Any]:
     from torchcell_search.config import RunConfig
     from torchcell_search.search.trainer import prepare_data, train
 
     _, overrides, _ = ROWS[row]
-    values = {**BASE, **overrides, "seed": seed, "trainer.max_epochs": epochs, "trainer.device": device}
+    values = {**_base(version), **overrides, "seed": seed, "trainer.max_epochs": epochs, "trainer.device": device}
     cfg = RunConfig().with_overrides(values)
     dataset, data_split = prepare_data(data, subset=subset, split=split, seed=seed, cache_dir=cache_dir)
     result = train(dataset, data_split, cfg)
@@ -156,11 +177,12 @@ def _run_one(data: str, row: str, split: str, seed: int, subset: Any, epochs: in
         "config": cfg.flat(), "best_epoch": result.best_epoch, "test": result.test,
         "val_gi_pearson": result.best.get("val/gene_interaction/Pearson"), "seconds": result.seconds,
         "epoch_seconds": [h.get("epoch_seconds") for h in result.history],
-        "stopped_reason": result.stopped_reason, "device": result.device,
+        "stopped_reason": result.stopped_reason, "device": result.device, "base_version": version,
     }
 
 
-def _run_linear(data: str, row: str, split: str, seed: int, subset: Any, cache_dir: Path | None) -> dict[str, Any]:
+def _run_linear(data: str, row: str, split: str, seed: int, subset: Any, cache_dir: Path | None,
+                version: int) -> dict[str, Any]:
     """The row's profile features read out by least squares instead of the network (epochs = 0).
 
     Fitted on the train records' out-of-fold features (profile dropout: every train record
@@ -175,7 +197,7 @@ def _run_linear(data: str, row: str, split: str, seed: int, subset: Any, cache_d
     from torchcell_search.search.trainer import prepare_data
 
     _, overrides, _ = ROWS[row]
-    cfg = RunConfig().with_overrides({**BASE, **overrides, "seed": seed})
+    cfg = RunConfig().with_overrides({**_base(version), **overrides, "seed": seed})
     dataset, data_split = prepare_data(data, subset=subset, split=split, seed=seed, cache_dir=cache_dir)
     start = time.perf_counter()
     train_x, tables = profile_features(dataset, data_split, seed=seed)
@@ -202,6 +224,7 @@ def _run_linear(data: str, row: str, split: str, seed: int, subset: Any, cache_d
         "kind": "model", "row": row, "split": split, "seed": seed, "subset": subset, "epochs": 0, "readout": "linear",
         "config": cfg.flat(), "best_epoch": 0, "test": {METRIC: out[METRIC]},
         "val_gi_pearson": out["val/gene_interaction/Pearson"], "seconds": time.perf_counter() - start,
+        "base_version": version,
     }
 
 
@@ -225,7 +248,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def table(records: list[dict[str, Any]], splits: list[str], rows: list[str], base_subset: Any,
-          epochs: int | None) -> str:
+          epochs: int | None, version: int = BASE_VERSION) -> str:
     """Markdown table: one line per ablation row, then one per baseline (per subset)."""
     lines = ["| row | hypothesis | subset | " + " | ".join(f"{s} split: test ε Pearson" for s in splits) + " |",
              "|---|---|---|" + "---|" * len(splits)]
@@ -238,7 +261,8 @@ def table(records: list[dict[str, Any]], splits: list[str], rows: list[str], bas
         for split in splits:
             wanted = _canonical(row, subset, base_subset)
             vals = [r["test"].get(METRIC) for r in records if r["kind"] == "model" and r["row"] == wanted
-                    and r["split"] == split and r["subset"] == subset and (epochs is None or r["epochs"] == epochs)]
+                    and r["split"] == split and r["subset"] == subset and (epochs is None or r["epochs"] == epochs)
+                    and _version(r) == version]
             cells.append(_fmt(vals))
         lines.append(f"| {row} | {desc} | {subset if subset is not None else 'all'} | " + " | ".join(cells) + " |")
     for subset in sorted(subsets_used, key=lambda s: math.inf if s is None else s):
@@ -253,7 +277,7 @@ def table(records: list[dict[str, Any]], splits: list[str], rows: list[str], bas
 
 
 def paired(records: list[dict[str, Any]], splits: list[str], rows: list[str], base_subset: Any,
-           epochs: int | None) -> str:
+           epochs: int | None, version: int = BASE_VERSION) -> str:
     """Each row against each baseline on the same seeds: mean and sd of the per-seed difference.
 
     A row counts as better than a baseline only where the mean difference exceeds twice the
@@ -265,7 +289,8 @@ def paired(records: list[dict[str, Any]], splits: list[str], rows: list[str], ba
         wanted = _canonical(row, subset, base_subset)
         for split in splits:
             model = {r["seed"]: r["test"].get(METRIC) for r in records if r["kind"] == "model" and r["row"] == wanted
-                     and r["split"] == split and r["subset"] == subset and (epochs is None or r["epochs"] == epochs)}
+                     and r["split"] == split and r["subset"] == subset and (epochs is None or r["epochs"] == epochs)
+                     and _version(r) == version}
             base = {r["seed"]: r["test"] for r in records if r["kind"] == "baselines" and r["split"] == split
                     and r["subset"] == subset}
             for name in BASELINE_NAMES:
@@ -297,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--readout", default="network", choices=["network", "linear"],
                    help="linear: read the row's profile features out by least squares (recorded as epochs 0)")
+    p.add_argument("--base-version", type=int, default=BASE_VERSION, choices=sorted(BASE_VERSIONS),
+                   help=f"which base the rows change (default {BASE_VERSION}, the config default; 1: the 19 features "
+                        "of issue 13's first table)")
     p.add_argument("--linear-rows", nargs="*", default=[], choices=list(ROWS),
                    help="rows also read out linearly (epochs 0) in the same run, after the network rows of each "
                         "seed, so they reuse its profile features")
@@ -333,14 +361,15 @@ def main(argv: list[str] | None = None) -> int:
                 for row, readout in jobs:
                     subset = base_subset if ROWS[row][2] == "base" else ROWS[row][2]
                     row = _canonical(row, subset, base_subset)
-                    key = _key(row, split, seed, subset, epochs if readout == "network" else 0)
+                    key = _key(row, split, seed, subset, epochs if readout == "network" else 0, args.base_version)
                     if key in done:
                         continue
                     start = time.perf_counter()
                     if readout == "linear":
-                        rec = _run_linear(args.data, row, split, seed, subset, args.cache_dir)
+                        rec = _run_linear(args.data, row, split, seed, subset, args.cache_dir, args.base_version)
                     else:
-                        rec = _run_one(args.data, row, split, seed, subset, epochs, args.device, args.cache_dir)
+                        rec = _run_one(args.data, row, split, seed, subset, epochs, args.device, args.cache_dir,
+                                       args.base_version)
                     rec["key"] = key
                     _append(args.results, rec)
                     records.append(rec)
@@ -351,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     for rows, readout_epochs in ((args.rows, epochs), (args.linear_rows, 0)):
         if rows:
             print(f"\n{'linear read-out of the profile features' if readout_epochs == 0 else f'network, {epochs} epochs'}:")
-            print(table(records, args.splits, rows, base_subset, readout_epochs))
+            print(table(records, args.splits, rows, base_subset, readout_epochs, args.base_version))
             print()
-            print(paired(records, args.splits, rows, base_subset, readout_epochs))
+            print(paired(records, args.splits, rows, base_subset, readout_epochs, args.base_version))
     return 0
 
 

@@ -122,6 +122,14 @@ class ModelConfig:
     # neighbours) are hidden, so the model learns to predict from borrowed ones as it must
     # for a gene without records.
     profile_dropout: float = field(default=0.0, metadata=_key("model.profile_dropout", low=0.0))
+    # What a gene enters the graph network with (model/gene_profiles.py): "embedding", a
+    # learnable vector per gene (the report's); "profile", its train-only interaction profile
+    # (embedded), GO components and SMF, so a gene without records still has inputs.
+    gene_inputs: str = field(default="embedding", metadata=_key("model.gene_inputs", choices=("embedding", "profile")))
+    # With gene_inputs=profile: the fraction of train genes whose profiles each training step
+    # hides (rows and columns), so the network learns to rebuild a profile from neighbours
+    # and annotations; only records with a hidden gene are scored. In (0, 1).
+    gene_profile_dropout: float = field(default=0.3, metadata=_key("model.gene_profile_dropout", low=0.0))
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from torchcell_search.config import ModelConfig
 from torchcell_search.data.types import GPR, METABOLISM, PHYSICAL, REGULATORY, CellGraph, Dataset, PerturbationMasks
 from torchcell_search.errors import ConfigError, DataError
 from torchcell_search.model.collaborative import NUM_PROFILE_FEATURES, ProfileTables, mask_profile, profile_input_mask
+from torchcell_search.model.gene_profiles import LENDERS, NUM_ANNOTATIONS, GeneProfiles
 from torchcell_search.model.layers import (
     BatchedGATv2Conv,
     ConvBlock,
@@ -81,6 +82,9 @@ class ModelOutput(NamedTuple):
 
     pred: Tensor  # (B, 2) standardised (fitness, gene_interaction)
     z_p: Tensor  # (B, C) perturbation embedding (z_wildtype - z_perturbed, or the set embedding)
+    # (B,) bool, the records the loss may read (None: all). model.gene_inputs=profile in
+    # training: those with a hidden gene; the others' labels are in the inputs.
+    scored: Tensor | None = None
 
 
 class _Edges(NamedTuple):
@@ -140,6 +144,9 @@ class HeteroCell(nn.Module):
         cfg = cfg or ModelConfig()
         if cfg.kind not in KINDS:
             raise ConfigError(f"model.kind: {cfg.kind!r} is not one of {', '.join(KINDS)}")
+        if cfg.gene_inputs == "profile" and not 0.0 < cfg.gene_profile_dropout < 1.0:
+            raise ConfigError(f"model.gene_profile_dropout: {cfg.gene_profile_dropout} must lie in (0, 1) with "
+                              "model.gene_inputs=profile (no hidden gene, no record the loss may read)")
         if cfg.heads > cfg.hidden_channels:
             raise ConfigError(f"heads={cfg.heads} exceeds model.hidden_channels={cfg.hidden_channels}")
         build_norm(cfg.norm, 1)  # fail early on an unknown norm or activation
@@ -242,6 +249,26 @@ class HeteroCell(nn.Module):
             self.register_buffer("profile_train_labels", torch.zeros(0, 2))
             self.register_buffer("profile_scale", torch.zeros(2, F))
             self.register_buffer("profile_meta", torch.zeros(2, dtype=torch.long))
+        # model.gene_inputs=profile (model/gene_profiles.py): a gene's input is its embedded
+        # train profile (sum of learned partner embeddings over its row and its column of the
+        # train epsilon matrix), a flag for having one, and its projected annotations; the pair
+        # readout adds the product of the two genes' embeddings (a factorisation-like term).
+        # gene_embedding is then not read. The profile buffers are sized by set_gene_profiles.
+        self.profile_inputs = cfg.gene_inputs == "profile"
+        if self.profile_inputs:
+            self.query_partners = nn.Embedding(self.num_genes, E)  # embeds the arrays of a query's row
+            self.array_partners = nn.Embedding(self.num_genes, E)  # embeds the queries of an array's column
+            self.profile_flag = nn.Embedding(2, E)
+            self.annotation_proj = nn.Linear(NUM_ANNOTATIONS, E)
+            self.lender_proj = nn.Linear(2 * E, E)  # the GO and SMF lenders' mean profiles
+            self.pair_proj = nn.Linear(H, H)
+            self.register_buffer("gene_profile_ids", torch.zeros(0, dtype=torch.long))
+            self.register_buffer("gene_profile_matrix", torch.zeros(0, 0))
+            self.register_buffer("gene_profile_observed", torch.zeros(0, 0, dtype=torch.bool))
+            self.register_buffer("gene_profile_annotations", torch.zeros(self.num_genes, NUM_ANNOTATIONS))
+            self.register_buffer("gene_profile_lenders", torch.zeros(self.num_genes, 2, LENDERS, dtype=torch.long))
+            self.register_buffer("gene_profile_lender_weights", torch.zeros(self.num_genes, 2, LENDERS))
+            self.register_buffer("gene_profile_rows", torch.zeros(self.num_genes, dtype=torch.long), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -256,6 +283,10 @@ class HeteroCell(nn.Module):
                     self.profile_proj, self.profile_skip):
             if mod is not None:
                 mod.reset_parameters()
+        if self.profile_inputs:
+            for mod in (self.query_partners, self.array_partners, self.profile_flag, self.annotation_proj,
+                        self.lender_proj, self.pair_proj):
+                mod.reset_parameters()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
         """Checkpoints with fewer profile features (saved before the SMF-similarity columns
@@ -263,6 +294,8 @@ class HeteroCell(nn.Module):
         as they did; the new columns are computed and read with weight 0."""
         if self.profile_proj is not None:
             _pad_profile_features(state_dict, prefix, NUM_PROFILE_FEATURES)
+        if self.profile_inputs and prefix + "gene_profile_ids" in state_dict:
+            self.set_gene_profiles(GeneProfiles.from_model_state(state_dict, prefix))  # sized by the train split
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ------------------------------------------------------------------ forward
@@ -283,6 +316,21 @@ class HeteroCell(nn.Module):
             self.profile_train_labels = tables.train_labels.to(device=device, dtype=torch.float32)
             self.profile_scale = tables.scale.to(device=device, dtype=torch.float32)
             self.profile_meta = tables.meta.to(device=device, dtype=torch.long)
+
+    def set_gene_profiles(self, profiles: GeneProfiles) -> None:
+        """Install the train-only profiles and annotations (``model.gene_inputs=profile``)."""
+        if not self.profile_inputs:
+            raise ConfigError("model.gene_inputs is 'embedding': this model reads no gene profiles")
+        device = self.gene_profile_annotations.device
+        self.gene_profile_ids = profiles.ids.to(device=device, dtype=torch.long)
+        self.gene_profile_matrix = profiles.matrix.to(device=device, dtype=torch.float32)
+        self.gene_profile_observed = profiles.observed.to(device=device, dtype=torch.bool)
+        self.gene_profile_annotations = profiles.annotations.to(device=device, dtype=torch.float32)
+        self.gene_profile_lenders = profiles.lenders.to(device=device, dtype=torch.long)
+        self.gene_profile_lender_weights = profiles.lender_weights.to(device=device, dtype=torch.float32)
+        rows = torch.full((self.num_genes,), len(profiles.ids), dtype=torch.long, device=device)
+        rows[self.gene_profile_ids] = torch.arange(len(profiles.ids), device=device)
+        self.gene_profile_rows = rows  # graph gene -> profile row; P = none
 
     def cover_genes(self, dataset: Dataset, genes: Tensor) -> int:
         """Add profile-table rows for the genes of ``genes`` that have none (genes in no record).
@@ -312,22 +360,76 @@ class HeteroCell(nn.Module):
             profile = ProfileTables(self.profile_lookup, self.profile_tables)(genes[:, :2])
         if self.profile_proj is not None:
             profile = mask_profile(profile, self.profile_mask, self.cfg.profile_dropout if self.training else 0.0)
+        visible = self._visible_profiles()  # (P + 1,) or None
         if self.cfg.kind == "perturbation_set":
             # The wildtype is encoded once; the perturbed genes are read from it (no masks).
-            return self._set_readout(self.gene_embeddings(), genes, profile)
-        if masks is None:
-            raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
-        self._check(genes, masks)
-        keeps = self._keeps(masks)
-        x_gene, x_rxn, x_met = self._inputs(keeps.gene)
-        x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)
-        z = self.global_aggregator(x_gene.transpose(0, 1), keeps.gene.t())  # (B+1, H)
-        return self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile)
+            out = self._set_readout(self.gene_embeddings(visible), genes, profile)
+        else:
+            if masks is None:
+                raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
+            self._check(genes, masks)
+            keeps = self._keeps(masks)
+            x_gene, x_rxn, x_met = self._inputs(keeps.gene, visible)
+            x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)
+            z = self.global_aggregator(x_gene.transpose(0, 1), keeps.gene.t())  # (B+1, H)
+            out = self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile)
+        if visible is not None and self.training:
+            rows = self.gene_profile_rows[genes[:, :2].clamp_min(0)]  # (B, 2)
+            out = out._replace(scored=~visible[rows].all(1))
+        return out
 
-    def gene_embeddings(self) -> Tensor:
-        """``(N_gene, C)``: wildtype gene embeddings after the convs (oversmoothing check)."""
-        x_gene, x_rxn, x_met = self._inputs(None)
+    def gene_embeddings(self, visible: Tensor | None = None) -> Tensor:
+        """``(N_gene, C)``: wildtype gene embeddings after the convs (oversmoothing check).
+
+        ``visible``: ``(P + 1,)`` the train genes whose profiles are shown (``model.gene_inputs=profile``;
+        ``None``: all of them).
+        """
+        x_gene, x_rxn, x_met = self._inputs(None, visible)
         return self._encode(x_gene, x_rxn, x_met, self._edges(), _Keeps(None, None, None, None, None, None, None))[:, 0]
+
+    def _visible_profiles(self) -> Tensor | None:
+        """``(P + 1,)`` bool, the profile rows shown this forward (row ``P``, no profile: never).
+
+        In training each train gene is hidden with probability ``model.gene_profile_dropout``;
+        in evaluation every train gene is shown (held-out genes have no row)."""
+        if not self.profile_inputs:
+            return None
+        P = len(self.gene_profile_ids)
+        visible = torch.ones(P + 1, dtype=torch.bool, device=self.gene_profile_ids.device)
+        if self.training:
+            visible[:P] = torch.rand(P, device=visible.device) >= self.cfg.gene_profile_dropout
+        visible[P] = False
+        return visible
+
+    def _gene_input(self, visible: Tensor | None) -> Tensor:
+        r"""``(N_gene, E)`` layer-0 gene features: the identity embedding, or (``model.gene_inputs=profile``)
+
+        .. math::
+            p_g = \frac{\sum_a Y_{ga} u_a}{\sqrt{1 + n_g}} + \frac{\sum_q Y_{qg} v_q}{\sqrt{1 + m_g}},
+            \qquad x_g = p_g + f_{[g \text{ shown}]} + W a_g
+                  + L \Big[\frac{\sum_{j \in \mathcal{L}^r_g} w_{gj} p_j}{\sum_{j \in \mathcal{L}^r_g} w_{gj}}\Big]_{r = \text{GO}, \text{SMF}}
+
+        over the shown genes only (a hidden gene's row and column are gone from ``Y``, and it
+        lends nothing), with ``n_g``, ``m_g`` the shown observed cells of its row and column,
+        ``u``, ``v`` learned partner embeddings, ``a_g`` its annotations and
+        :math:`\mathcal{L}^r_g` its shown GO and SMF lenders (:mod:`~.gene_profiles`)."""
+        if not self.profile_inputs:
+            return self.gene_embedding.weight
+        visible = self._visible_profiles() if visible is None else visible
+        P = len(self.gene_profile_ids)
+        shown = visible[:P].to(self.gene_profile_matrix.dtype)  # (P,)
+        cells = shown[:, None] * shown[None, :]  # (P, P)
+        y = self.gene_profile_matrix * cells
+        seen = self.gene_profile_observed.to(y.dtype) * cells
+        rows = y @ self.query_partners(self.gene_profile_ids) / (1.0 + seen.sum(1, keepdim=True)).sqrt()  # (P, E)
+        cols = y.t() @ self.array_partners(self.gene_profile_ids) / (1.0 + seen.sum(0).unsqueeze(1)).sqrt()
+        profile = torch.cat([rows + cols, rows.new_zeros(1, rows.size(1))])  # (P + 1, E), row P: no profile
+        index = self.gene_profile_rows  # (N,)
+        lenders = self.gene_profile_lenders  # (N, 2, K)
+        w = self.gene_profile_lender_weights * visible[lenders].to(profile.dtype)  # hidden genes lend nothing
+        borrowed = (w.unsqueeze(-1) * profile[lenders]).sum(2) / w.sum(2, keepdim=True).clamp_min(1e-6)  # (N, 2, E)
+        return (profile[index] + self.profile_flag(visible[index].long())
+                + self.annotation_proj(self.gene_profile_annotations) + self.lender_proj(borrowed.flatten(1)))
 
     # ------------------------------------------------------------------ pieces
     def _check(self, genes: Tensor, masks: PerturbationMasks) -> None:
@@ -392,10 +494,10 @@ class HeteroCell(nn.Module):
             metabolism=edge(METABOLISM, self.metabolism_index, met, rxn),
         )
 
-    def _inputs(self, gene_keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _inputs(self, gene_keep: Tensor | None, visible: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Layer-0 features. Identical in every slot, so one shared slot is returned (broadcast)
         unless batch norm or active dropout make the slots differ."""
-        emb = self.gene_embedding.weight  # (N, E)
+        emb = self._gene_input(visible)  # (N, E)
         per_slot = gene_keep is not None and (self.cfg.norm == "batch" or (self.training and self.cfg.dropout > 0))
         if per_slot:
             N, S = gene_keep.shape
@@ -466,7 +568,14 @@ class HeteroCell(nn.Module):
         if self.role_proj is not None:
             g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
             z_p = z_p + self.role_proj(g.flatten(1))
-        return self._head(z_p, profile)
+        return self._head(z_p + self._pair_term(h_w, genes), profile)
+
+    def _pair_term(self, h_w: Tensor, genes: Tensor) -> Tensor | float:
+        """``(B, H)`` projection of the two genes' elementwise product (``model.gene_inputs=profile``), else 0."""
+        if not self.profile_inputs:
+            return 0.0
+        g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
+        return self.pair_proj(g[:, 0] * g[:, 1])
 
     def _head(self, z_p: Tensor, profile: Tensor | None) -> ModelOutput:
         if profile is None or self.profile_proj is None:
@@ -484,7 +593,7 @@ class HeteroCell(nn.Module):
         x = self.set_block(x, x, valid, valid)  # (B, k, H)
         w = valid.unsqueeze(-1).to(x.dtype)
         z_p = (x * w).sum(1) / w.sum(1).clamp_min(1.0)  # masked mean (B, H)
-        return self._head(z_p, profile)
+        return self._head(z_p + self._pair_term(h_w, genes), profile)
 
     @staticmethod
     def _gather(h: Tensor, genes: Tensor) -> Tensor:
@@ -510,6 +619,9 @@ class HeteroCell(nn.Module):
         out["set_block"] = count(self.set_block)
         out["roles"] = count(self.role_embedding) + count(self.role_proj)
         out["profile_features"] = count(self.profile_proj) + count(self.profile_skip)
+        if self.profile_inputs:
+            out["gene_profiles"] = sum(count(m) for m in (self.query_partners, self.array_partners, self.profile_flag,
+                                                          self.annotation_proj, self.lender_proj, self.pair_proj))
         out["prediction_head"] = count(self.prediction_head)
         return out
 

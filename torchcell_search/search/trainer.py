@@ -318,6 +318,10 @@ def _train(
         model.set_profile_tables(tables)
         train_profile = torch.zeros(len(dataset.table), features.shape[1])
         train_profile[split.train] = features
+    if cfg.model.gene_inputs == "profile":
+        from torchcell_search.model.gene_profiles import gene_profiles
+
+        model.set_gene_profiles(gene_profiles(dataset, split))  # train records only
     loss_fn = CompositeLoss(cfg.loss, targets[split.train]).to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = _optimizer(params, tc)
@@ -371,7 +375,10 @@ def _train(
             with torch.autocast(device.type, enabled=amp):
                 profile = train_profile[index].to(device) if train_profile is not None else None
                 out = model(*batcher(index), profile)
-                loss, _ = loss_fn(out.pred.float(), targets[index].to(device), out.z_p.float())
+                target = targets[index].to(device)
+                if out.scored is not None:  # records whose labels the inputs hold are not scored
+                    target = target.masked_fill(~out.scored.unsqueeze(1), float("nan"))
+                loss, _ = loss_fn(out.pred.float(), target, out.z_p.float())
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 stopped_reason = f"non_finite_loss: {loss_value} at epoch {epoch} step {step}"
