@@ -46,24 +46,31 @@ def test_profiles_read_train_labels_only(gene_split):
                            profiles.matrix)
 
 
-def test_a_hidden_genes_records_reach_no_input(gene_split):
-    # Rewriting every cell of a hidden gene's row and column leaves every gene's input as it was.
+def test_a_hidden_genes_records_reach_no_input_and_no_prediction(gene_split, monkeypatch):
+    # Rewriting every cell of a hidden gene's row and column leaves every gene's input and
+    # every pair's prediction (borrowed entries included) as they were.
     dataset, split = gene_split
-    model = build_model(dataset.graph, RunConfig().with_overrides(SMALL).model)
+    model = build_model(dataset.graph, RunConfig().with_overrides(SMALL).model).eval()
     profiles = gene_profiles(dataset, split)
     model.set_gene_profiles(profiles)
     P = len(profiles.ids)
     visible = torch.ones(P + 1, dtype=torch.bool)
     visible[P] = False
     visible[3] = False
-    before = model._gene_input(visible)
+    monkeypatch.setattr(model, "_visible_profiles", lambda: visible)
+    genes = dataset.table.genes[split.train]
+    before_input, before = model._gene_input(visible), model(genes, None).pred
     changed = profiles.matrix.clone()
     changed[3, :] = 7.0
     changed[:, 3] = -7.0
-    model.set_gene_profiles(dataclasses.replace(profiles, matrix=changed))
-    torch.testing.assert_close(model._gene_input(visible), before, rtol=0, atol=0)
-    visible[3] = True  # shown, the same rewrite moves inputs
-    assert not torch.allclose(model._gene_input(visible), before)
+    observed = profiles.observed.clone()
+    observed[3, :] = observed[:, 3] = True
+    model.set_gene_profiles(dataclasses.replace(profiles, matrix=changed, observed=observed))
+    torch.testing.assert_close(model._gene_input(visible), before_input, rtol=0, atol=0)
+    torch.testing.assert_close(model(genes, None).pred, before, rtol=0, atol=0)
+    visible[3] = True  # shown, the same rewrite moves inputs and predictions
+    assert not torch.allclose(model._gene_input(visible), before_input)
+    assert not torch.allclose(model(genes, None).pred, before)
 
 
 def test_training_scores_only_records_with_a_hidden_gene(gene_split):

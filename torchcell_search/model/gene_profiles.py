@@ -1,4 +1,4 @@
-"""Gene inputs made of train-only interaction profiles and annotations (``model.gene_inputs=profile``).
+r"""Gene inputs made of train-only interaction profiles and annotations (``model.gene_inputs=profile``).
 
 Instead of a learnable identity embedding per gene (which no record trains for a gene
 without records), every gene enters the graph network with what is known of it:
@@ -15,6 +15,11 @@ without records), every gene enters the graph network with what is known of it:
   fitness (weights :math:`\exp(-(f_g - f_j)^2 / h)`, ``h = 0.02``), averaged over the
   lenders shown with those weights. This is what the hand-made features 12-13 and 19-20 of
   :mod:`~.collaborative` do with raw profiles, here inside the network.
+
+The pair readout (:meth:`HeteroCell._pair_terms`) then adds the product of the two genes'
+embeddings and **borrowed entries**: attention over the query's lenders that were measured
+with this array reads their train epsilon with it (and the same for the array's lenders),
+the attention scored from the network's gene embeddings plus the lender weight's log.
 
 Genes held out of the split (or in no record at all) have no profile: the network must
 rebuild one from their neighbours and annotations. Training teaches it to: each step hides

@@ -65,6 +65,9 @@ from torchcell_search.model.pooling import MultiheadAttentionBlock, build_poolin
 
 __all__ = ["KINDS", "HeteroCell", "ModelOutput", "build_model"]
 
+#: Borrowed-entry values per pair (model.gene_inputs=profile): per role, the value and whether any lender had one.
+_BORROWED = 4
+
 #: ``model.kind`` options.
 KINDS: tuple[str, ...] = ("hetero_cell", "perturbation_set")
 
@@ -262,6 +265,12 @@ class HeteroCell(nn.Module):
             self.annotation_proj = nn.Linear(NUM_ANNOTATIONS, E)
             self.lender_proj = nn.Linear(2 * E, E)  # the GO and SMF lenders' mean profiles
             self.pair_proj = nn.Linear(H, H)
+            # Borrowed entries: attention over a gene's lenders reads their train epsilon with the
+            # partner (model/gene_profiles.py); two values per role, projected into z_p and the output.
+            self.lender_query = nn.Linear(H, H)
+            self.lender_key = nn.Linear(H, H)
+            self.borrow_proj = nn.Linear(_BORROWED, H)
+            self.borrow_skip = nn.Linear(_BORROWED, 2)
             self.register_buffer("gene_profile_ids", torch.zeros(0, dtype=torch.long))
             self.register_buffer("gene_profile_matrix", torch.zeros(0, 0))
             self.register_buffer("gene_profile_observed", torch.zeros(0, 0, dtype=torch.bool))
@@ -285,7 +294,8 @@ class HeteroCell(nn.Module):
                 mod.reset_parameters()
         if self.profile_inputs:
             for mod in (self.query_partners, self.array_partners, self.profile_flag, self.annotation_proj,
-                        self.lender_proj, self.pair_proj):
+                        self.lender_proj, self.pair_proj, self.lender_query, self.lender_key, self.borrow_proj,
+                        self.borrow_skip):
                 mod.reset_parameters()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
@@ -363,7 +373,7 @@ class HeteroCell(nn.Module):
         visible = self._visible_profiles()  # (P + 1,) or None
         if self.cfg.kind == "perturbation_set":
             # The wildtype is encoded once; the perturbed genes are read from it (no masks).
-            out = self._set_readout(self.gene_embeddings(visible), genes, profile)
+            out = self._set_readout(self.gene_embeddings(visible), genes, profile, visible)
         else:
             if masks is None:
                 raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
@@ -372,7 +382,7 @@ class HeteroCell(nn.Module):
             x_gene, x_rxn, x_met = self._inputs(keeps.gene, visible)
             x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)
             z = self.global_aggregator(x_gene.transpose(0, 1), keeps.gene.t())  # (B+1, H)
-            out = self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile)
+            out = self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile, visible)
         if visible is not None and self.training:
             rows = self.gene_profile_rows[genes[:, :2].clamp_min(0)]  # (B, 2)
             out = out._replace(scored=~visible[rows].all(1))
@@ -562,29 +572,69 @@ class HeteroCell(nn.Module):
             out[:, 0] = False
             return out if out[:, 1:].float().mean() <= self._SPARSE_LIMIT else None
 
-    def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor, profile: Tensor | None) -> ModelOutput:
+    def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor, profile: Tensor | None,
+                 visible: Tensor | None = None) -> ModelOutput:
         """``z_w: (1, H)``, ``z_pert: (B, H)``, ``h_w: (N, H)`` wildtype gene features."""
         z_p = z_w - z_pert  # (B, H)
         if self.role_proj is not None:
             g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
             z_p = z_p + self.role_proj(g.flatten(1))
-        return self._head(z_p + self._pair_term(h_w, genes), profile)
+        return self._head(z_p, profile, self._pair_terms(h_w, genes, visible))
 
-    def _pair_term(self, h_w: Tensor, genes: Tensor) -> Tensor | float:
-        """``(B, H)`` projection of the two genes' elementwise product (``model.gene_inputs=profile``), else 0."""
-        if not self.profile_inputs:
-            return 0.0
+    def _pair_terms(self, h_w: Tensor, genes: Tensor, visible: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        r"""``model.gene_inputs=profile``: what the pair adds to ``z_p`` ``(B, H)`` and to the output ``(B, 2)``.
+
+        The projected product of the two genes' embeddings, and borrowed entries: for the
+        query ``q`` (array ``a`` likewise, reading ``Y_{q j}``), attention over its shown
+        lenders ``j`` (GO, SMF; :mod:`~.gene_profiles`) that were measured with ``a``,
+
+        .. math::
+            b_q = \sum_j lpha_j Y_{ja}, \qquad lpha = \mathrm{softmax}_j\Big(
+                  rac{(W_Q h_q)^	op W_K h_j}{\sqrt{H}} + \log w_{qj}\Big),
+
+        with whether any such lender exists; a hidden gene's cells are gone from ``Y``.
+        """
+        if visible is None:
+            return None
         g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
-        return self.pair_proj(g[:, 0] * g[:, 1])
+        P = len(self.gene_profile_ids)
+        shown = visible[:P].to(h_w.dtype)
+        y = self.gene_profile_matrix * shown[:, None] * shown[None, :]  # (P, P)
+        seen = self.gene_profile_observed & (shown[:, None] * shown[None, :] > 0)
+        y = torch.cat([torch.cat([y, y.new_zeros(P, 1)], 1), y.new_zeros(1, P + 1)])  # row/column P: no profile
+        seen = torch.cat([torch.cat([seen, seen.new_zeros(P, 1)], 1), seen.new_zeros(1, P + 1)])
+        rows = self.gene_profile_rows[genes[:, :2].clamp_min(0)]  # (B, 2)
+        borrowed = []
+        for role in (0, 1):
+            gene, partner = genes[:, role].clamp_min(0), rows[:, 1 - role]
+            lenders = self.gene_profile_lenders[gene].flatten(1)  # (B, 2K) profile rows
+            weights = self.gene_profile_lender_weights[gene].flatten(1)
+            cell = (lenders, partner[:, None].expand_as(lenders)) if role == 0 else (partner[:, None].expand_as(lenders), lenders)
+            usable = seen[cell] & (weights > 0)  # (B, 2K)
+            keys = self.lender_key(h_w[self.gene_profile_ids[lenders.clamp_max(max(P - 1, 0))]]) if P else None
+            if keys is None:
+                borrowed += [h_w.new_zeros(len(genes)), h_w.new_zeros(len(genes))]
+                continue
+            score = (self.lender_query(g[:, role]).unsqueeze(1) * keys).sum(-1) / keys.size(-1) ** 0.5
+            score = (score + weights.clamp_min(1e-12).log()).masked_fill(~usable, float("-inf"))
+            any_usable = usable.any(1)
+            alpha = torch.softmax(score.masked_fill(~any_usable[:, None], 0.0), 1) * usable.to(h_w.dtype)
+            borrowed += [(alpha * y[cell]).sum(1), any_usable.to(h_w.dtype)]
+        b = torch.stack(borrowed, 1)  # (B, _BORROWED)
+        return self.pair_proj(g[:, 0] * g[:, 1]) + self.borrow_proj(b), self.borrow_skip(b)
 
-    def _head(self, z_p: Tensor, profile: Tensor | None) -> ModelOutput:
+    def _head(self, z_p: Tensor, profile: Tensor | None, pair: tuple[Tensor, Tensor] | None = None) -> ModelOutput:
+        skip = 0.0
+        if pair is not None:
+            z_p, skip = z_p + pair[0], pair[1]
         if profile is None or self.profile_proj is None:
-            return ModelOutput(self.prediction_head(z_p), z_p)
+            return ModelOutput(self.prediction_head(z_p) + skip, z_p)
         profile = profile.to(z_p.dtype)
         z_p = z_p + self.profile_proj(profile)
-        return ModelOutput(self.prediction_head(z_p) + self.profile_skip(profile), z_p)
+        return ModelOutput(self.prediction_head(z_p) + self.profile_skip(profile) + skip, z_p)
 
-    def _set_readout(self, h_w: Tensor, genes: Tensor, profile: Tensor | None) -> ModelOutput:
+    def _set_readout(self, h_w: Tensor, genes: Tensor, profile: Tensor | None,
+                     visible: Tensor | None = None) -> ModelOutput:
         valid = genes >= 0  # (B, k)
         x = self._gather(h_w, genes)  # (B, k, H)
         if self.role_embedding is not None:
@@ -593,7 +643,7 @@ class HeteroCell(nn.Module):
         x = self.set_block(x, x, valid, valid)  # (B, k, H)
         w = valid.unsqueeze(-1).to(x.dtype)
         z_p = (x * w).sum(1) / w.sum(1).clamp_min(1.0)  # masked mean (B, H)
-        return self._head(z_p + self._pair_term(h_w, genes), profile)
+        return self._head(z_p, profile, self._pair_terms(h_w, genes, visible))
 
     @staticmethod
     def _gather(h: Tensor, genes: Tensor) -> Tensor:
@@ -621,7 +671,9 @@ class HeteroCell(nn.Module):
         out["profile_features"] = count(self.profile_proj) + count(self.profile_skip)
         if self.profile_inputs:
             out["gene_profiles"] = sum(count(m) for m in (self.query_partners, self.array_partners, self.profile_flag,
-                                                          self.annotation_proj, self.lender_proj, self.pair_proj))
+                                                          self.annotation_proj, self.lender_proj, self.pair_proj,
+                                                          self.lender_query, self.lender_key, self.borrow_proj,
+                                                          self.borrow_skip))
         out["prediction_head"] = count(self.prediction_head)
         return out
 
