@@ -73,19 +73,26 @@ def test_a_hidden_genes_records_reach_no_input_and_no_prediction(gene_split, mon
     assert not torch.allclose(model(genes, None).pred, before)
 
 
-def test_training_scores_only_records_with_a_hidden_gene(gene_split):
+@pytest.mark.parametrize("kind", ["perturbation_set", "hetero_cell"])
+def test_training_scores_only_records_with_a_hidden_gene(gene_split, kind):
+    from torchcell_search.data.masks import MaskBuilder
+
     dataset, split = gene_split
-    model = build_model(dataset.graph, RunConfig().with_overrides(SMALL).model)
+    model = build_model(dataset.graph, RunConfig().with_overrides({**SMALL, "model.kind": kind,
+                                                                   "model.pooling": "attentional"}).model)
     model.set_gene_profiles(gene_profiles(dataset, split))
-    genes = dataset.table.genes[split.train[:512]]
+    genes = dataset.table.genes[split.train[:512 if kind == "perturbation_set" else 16]]
+    masks = MaskBuilder(dataset.graph).masks(genes) if kind == "hetero_cell" else None
     torch.manual_seed(0)
-    out = model.train()(genes, None)
+    out = model.train()(genes, masks)
     assert out.scored is not None and 0 < out.scored.float().mean() < 1
     torch.manual_seed(0)
     visible = model._visible_profiles()  # the same draw
     rows = model.gene_profile_rows[genes]
     assert torch.equal(out.scored, ~visible[rows].all(1))
-    assert model.eval()(genes, None).scored is None
+    assert model.eval()(genes, masks).scored is None
+    embeddings = model.train().gene_embeddings()  # the oversmoothing check: every train profile shown
+    torch.testing.assert_close(embeddings, model.eval().gene_embeddings())
 
 
 def test_trains_on_the_gene_split_and_predicts_from_a_checkpoint(gene_split):

@@ -254,8 +254,9 @@ class HeteroCell(nn.Module):
             self.register_buffer("profile_meta", torch.zeros(2, dtype=torch.long))
         # model.gene_inputs=profile (model/gene_profiles.py): a gene's input is its embedded
         # train profile (sum of learned partner embeddings over its row and its column of the
-        # train epsilon matrix), a flag for having one, and its projected annotations; the pair
-        # readout adds the product of the two genes' embeddings (a factorisation-like term).
+        # train epsilon matrix), a flag for having one, its projected annotations and its
+        # lenders' mean profiles; the pair readout adds the product of the two genes'
+        # embeddings (a factorisation-like term) and borrowed entries (_pair_terms).
         # gene_embedding is then not read. The profile buffers are sized by set_gene_profiles.
         self.profile_inputs = cfg.gene_inputs == "profile"
         if self.profile_inputs:
@@ -392,21 +393,21 @@ class HeteroCell(nn.Module):
         """``(N_gene, C)``: wildtype gene embeddings after the convs (oversmoothing check).
 
         ``visible``: ``(P + 1,)`` the train genes whose profiles are shown (``model.gene_inputs=profile``;
-        ``None``: all of them).
+        ``None``: all of them, in training too).
         """
         x_gene, x_rxn, x_met = self._inputs(None, visible)
         return self._encode(x_gene, x_rxn, x_met, self._edges(), _Keeps(None, None, None, None, None, None, None))[:, 0]
 
-    def _visible_profiles(self) -> Tensor | None:
+    def _visible_profiles(self, sample: bool | None = None) -> Tensor | None:
         """``(P + 1,)`` bool, the profile rows shown this forward (row ``P``, no profile: never).
 
-        In training each train gene is hidden with probability ``model.gene_profile_dropout``;
-        in evaluation every train gene is shown (held-out genes have no row)."""
+        Sampled (``sample``, default: in training): each train gene is hidden with probability
+        ``model.gene_profile_dropout``; else every train gene is shown (held-out genes have no row)."""
         if not self.profile_inputs:
             return None
         P = len(self.gene_profile_ids)
         visible = torch.ones(P + 1, dtype=torch.bool, device=self.gene_profile_ids.device)
-        if self.training:
+        if self.training if sample is None else sample:
             visible[:P] = torch.rand(P, device=visible.device) >= self.cfg.gene_profile_dropout
         visible[P] = False
         return visible
@@ -425,7 +426,7 @@ class HeteroCell(nn.Module):
         :math:`\mathcal{L}^r_g` its shown GO and SMF lenders (:mod:`~.gene_profiles`)."""
         if not self.profile_inputs:
             return self.gene_embedding.weight
-        visible = self._visible_profiles() if visible is None else visible
+        visible = self._visible_profiles(sample=False) if visible is None else visible
         P = len(self.gene_profile_ids)
         shown = visible[:P].to(self.gene_profile_matrix.dtype)  # (P,)
         cells = shown[:, None] * shown[None, :]  # (P, P)
