@@ -302,19 +302,27 @@ def test_gatv2_under_cuda_autocast(dtype: torch.dtype) -> None:
     _autocast_case("cuda", dtype)
 
 
-@pytest.mark.parametrize("heads", [1, 3])
-@pytest.mark.parametrize("chunk", [None, 40])
-def test_gatv2_shared_slot0_scores_match_per_slot(heads: int, chunk: int | None, monkeypatch) -> None:
+def _slot_graph(N: int, S: int, E: int, drop: float, chunk: int | None, monkeypatch):
+    """A random graph of ``E`` edges over ``N`` nodes with self loops, and ``S`` slots' keep masks
+    (slot 0, the wildtype, keeps every edge); ``chunk`` sets the layers' chunk size."""
     from torchcell_search.model import layers
 
     if chunk is not None:
         monkeypatch.setattr(layers, "_CHUNK_ELEMENTS", chunk)
     torch.manual_seed(0)
-    N, S, C = 10, 4, 3
-    ei = torch.randint(0, N, (2, 50))
-    plan = layers.EdgePlan(ei, N, N, self_loops=True)
-    keep = plan.keep(torch.rand(50, S) > 0.2)
+    plan = layers.EdgePlan(torch.randint(0, N, (2, E)), N, N, self_loops=True)
+    keep = plan.keep(torch.rand(E, S) > drop)
     keep[:, 0] = True
+    return plan, keep
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("chunk", [None, 40])
+def test_gatv2_shared_slot0_scores_match_per_slot(heads: int, chunk: int | None, monkeypatch) -> None:
+    from torchcell_search.model import layers
+
+    N, S, C = 10, 4, 3
+    plan, keep = _slot_graph(N, S, 50, 0.2, chunk, monkeypatch)
     base_l, base_r = torch.randn(N, 1, heads, C), torch.randn(N, 1, heads, C)
     # Slots 1..3 equal slot 0 except some rows (the genes a deletion reached).
     xl = base_l.repeat(1, S, 1, 1)
@@ -347,14 +355,8 @@ def test_gatv2_shared_slot0_scores_match_per_slot(heads: int, chunk: int | None,
 def test_gatv2_sparse_slots_match_per_slot(heads: int, chunk: int | None, monkeypatch) -> None:
     from torchcell_search.model import layers
 
-    if chunk is not None:
-        monkeypatch.setattr(layers, "_CHUNK_ELEMENTS", chunk)
-    torch.manual_seed(0)
     N, S, C = 14, 5, 3
-    ei = torch.randint(0, N, (2, 70))
-    plan = layers.EdgePlan(ei, N, N, self_loops=True)
-    keep = plan.keep(torch.rand(70, S) > 0.1)
-    keep[:, 0] = True  # slot 0 is the wildtype
+    plan, keep = _slot_graph(N, S, 70, 0.1, chunk, monkeypatch)
     changed = torch.zeros(N, S, dtype=torch.bool)
     changed[[1, 4, 9], 1] = True
     changed[[4, 7], 2] = True

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,10 @@ from scipy import sparse
 
 from torchcell_search.errors import DataError
 
-__all__ = ["GeneInputs", "read_gene_inputs", "read_go"]
+if TYPE_CHECKING:
+    from torchcell_search.data.types import Dataset
+
+__all__ = ["GeneInputs", "dataset_gene_inputs", "information_content", "read_gene_inputs", "read_go"]
 
 _GAF_NAMES = ("gene_association.sgd.gz", "gene_association.sgd", "sgd.gaf.gz", "sgd.gaf")
 _OBO_NAMES = ("gene_ontology.1_2.obo.gz", "gene_ontology.1_2.obo", "gene_ontology.obo", "go-basic.obo", "go.obo")
@@ -111,6 +115,20 @@ def read_go(gaf: Path, obo: Path, gene_ids: list[str]) -> tuple[sparse.csr_matri
 
 
 _CACHE: dict[tuple[str, int], GeneInputs] = {}
+
+
+def information_content(go: sparse.spmatrix) -> np.ndarray:
+    """``(T,)`` the information content :math:`-\\log(n_t / n)` of each GO term: ``n_t`` genes carry
+    term ``t`` out of the ``n`` annotated ones, so rare terms weigh more."""
+    annotated = max(int((np.asarray(go.sum(1)).ravel() > 0).sum()), 1)
+    return -np.log(np.clip(np.asarray(go.sum(0)).ravel() / annotated, 1e-12, 1.0))
+
+
+def dataset_gene_inputs(dataset: "Dataset") -> GeneInputs:
+    """:func:`read_gene_inputs` for a data set: its data directory, or the demo's planted SMF."""
+    smf = dataset.info.get("single_mutant_fitness")
+    return read_gene_inputs(dataset.info.get("data_dir"), dataset.graph.gene_ids,
+                            demo_smf=None if smf is None else np.asarray(smf, dtype=np.float64))
 
 
 def read_gene_inputs(data_dir: str | Path | None, gene_ids: list[str], *, demo_smf: np.ndarray | None = None) -> GeneInputs:

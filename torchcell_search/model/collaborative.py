@@ -289,14 +289,19 @@ def _fit_tables(dataset: Dataset, split: Split, fit: np.ndarray, rows: np.ndarra
     out += [np.repeat(smf[:, None], G + 1, 1), np.repeat(smf[None, :], G + 1, 0), smf[:, None] * smf[None, :]]
     # SMF similarity: the same regression on a kernel of single-mutant fitness (how sick a
     # deletion is predicts how many and which interactions it has); unknown SMF: no kernel row.
-    known = relations.smf_known.astype(np.float64)
-    diff = relations.smf[:, None] - relations.smf[None, :]
-    kernel = np.exp(-(diff**2) / _SMF_BANDWIDTH) * known[:, None] * known[None, :]
+    kernel = smf_kernel(relations.smf, relations.smf, relations.smf_known, relations.smf_known)
     np.fill_diagonal(kernel, 1.0)
     weights = _kernel_ridge_weights(kernel, fit_genes, _SMF_RIDGE)
     out.append(weights @ centred)
     out.append(centred @ weights.T)
     return np.stack(out).astype(np.float32)
+
+
+def smf_kernel(rows: np.ndarray, columns: np.ndarray, rows_known: np.ndarray, columns_known: np.ndarray) -> np.ndarray:
+    """``(len(rows), len(columns))`` :math:`\\exp(-(f_i - f_j)^2 / h)` of two genes' single-mutant
+    fitness ``f`` (``h`` = ``_SMF_BANDWIDTH``), 0 where either is unknown."""
+    diff = rows[:, None] - columns[None, :]
+    return np.exp(-(diff**2) / _SMF_BANDWIDTH) * rows_known.astype(np.float64)[:, None] * columns_known[None, :]
 
 
 def _kernel_ridge_weights(kernel: np.ndarray, fit_genes: np.ndarray, ridge: float) -> np.ndarray:
@@ -336,7 +341,7 @@ class _Relations:
 
 def _relations(dataset: Dataset, gene_ids: np.ndarray) -> _Relations:
     """Graph, GO and SMF relations between the genes ``gene_ids`` (graph indices)."""
-    from torchcell_search.data.annotations import read_gene_inputs
+    from torchcell_search.data.annotations import dataset_gene_inputs, information_content
 
     G, N = len(gene_ids), dataset.graph.num_genes
     phys, shared = _adjacency(dataset, gene_ids)
@@ -354,11 +359,9 @@ def _relations(dataset: Dataset, gene_ids: np.ndarray) -> _Relations:
     targets[row[edges[1, keep]], tf_col[keep]] = 1.0
     coreg = _cosine(targets)
 
-    inputs = read_gene_inputs(dataset.info.get("data_dir"), dataset.graph.gene_ids,
-                              demo_smf=_numpy(dataset.info.get("single_mutant_fitness")))
+    inputs = dataset_gene_inputs(dataset)
     go = inputs.go.tocsc()
-    annotated = max(int((np.asarray(go.sum(1)).ravel() > 0).sum()), 1)
-    ic = -np.log(np.clip(np.asarray(go.sum(0)).ravel() / annotated, 1e-12, 1.0))  # rare terms weigh more
+    ic = information_content(go)
     go_sim = _cosine(go[gene_ids].toarray() * ic[None, :]) if go.shape[1] else np.zeros((G, G))
     known = np.isfinite(inputs.smf)
     centre = inputs.smf[known].mean() if known.any() else 0.0  # over every gene, so any gene set agrees
@@ -372,10 +375,6 @@ def _cosine(x: np.ndarray) -> np.ndarray:
     sim = unit @ unit.T
     np.fill_diagonal(sim, 0.0)
     return sim
-
-
-def _numpy(x: object) -> np.ndarray | None:
-    return None if x is None else np.asarray(x, dtype=np.float64)
 
 
 def _train_only_mf(dataset: Dataset, kind: str, fit: np.ndarray, seed: int) -> Baseline:

@@ -12,8 +12,8 @@ without records), every gene enters the graph network with what is known of it:
   :mod:`~torchcell_search.data.annotations`) and its single-mutant fitness;
 - the embedded profiles its **lenders** show: the ``K = 10`` train genes with the most
   similar GO annotations (cosine of those vectors) and the 10 with the closest single-mutant
-  fitness (weights :math:`\exp(-(f_g - f_j)^2 / h)`, ``h = 0.02``), averaged over the
-  lenders shown with those weights. This is what the hand-made features 12-13 and 19-20 of
+  fitness (weights :math:`\exp(-(f_g - f_j)^2 / h)`, ``h = 0.02``,
+  :func:`~.collaborative.smf_kernel`), averaged over the lenders shown with those weights. This is what the hand-made features 12-13 and 19-20 of
   :mod:`~.collaborative` do with raw profiles, here inside the network.
 
 The pair readout (:meth:`HeteroCell._pair_terms`) then adds the product of the two genes'
@@ -34,9 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch import Tensor
 
+from torchcell_search.data.annotations import GeneInputs, dataset_gene_inputs, information_content
 from torchcell_search.data.types import Dataset, Split
+from torchcell_search.model.collaborative import smf_kernel
 
 __all__ = ["GO_COMPONENTS", "LENDERS", "NUM_ANNOTATIONS", "GeneProfiles", "gene_profiles"]
 
@@ -46,7 +49,6 @@ GO_COMPONENTS = 32
 NUM_ANNOTATIONS = GO_COMPONENTS + 2
 #: Lenders per gene and kind (GO, SMF).
 LENDERS = 10
-_SMF_BANDWIDTH = 0.02  # fitness units squared, as collaborative._SMF_BANDWIDTH
 
 
 @dataclass
@@ -91,46 +93,43 @@ def gene_profiles(dataset: Dataset, split: Split) -> GeneProfiles:
     np.add.at(total, (q, a), y)
     np.add.at(count, (q, a), 1.0)
     matrix = total / np.maximum(count, 1.0)
-    lenders, weights = _lenders(dataset, ids)
+    inputs = dataset_gene_inputs(dataset)
+    go = _unit_go(inputs.go)  # once, for the lenders and the components
+    lenders, weights = _lenders(inputs, go, ids)
     return GeneProfiles(torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(matrix, dtype=torch.float32),
-                        torch.as_tensor(count > 0), torch.as_tensor(gene_annotations(dataset)),
+                        torch.as_tensor(count > 0), torch.as_tensor(_annotations(inputs, go)),
                         torch.as_tensor(lenders, dtype=torch.long), torch.as_tensor(weights, dtype=torch.float32))
 
 
-def _inputs(dataset: Dataset):
-    from torchcell_search.data.annotations import read_gene_inputs
-
-    smf_demo = dataset.info.get("single_mutant_fitness")
-    return read_gene_inputs(dataset.info.get("data_dir"), dataset.graph.gene_ids,
-                            demo_smf=None if smf_demo is None else np.asarray(smf_demo, dtype=np.float64))
+def gene_annotations(dataset: Dataset) -> np.ndarray:
+    """``(N_gene, NUM_ANNOTATIONS)`` float32: GO SVD components (unit sd each), centred SMF, SMF known."""
+    inputs = dataset_gene_inputs(dataset)
+    return _annotations(inputs, _unit_go(inputs.go))
 
 
-def _unit_go(go) -> "object":
-    """Rows of the 0/1 GO matrix weighted by information content and scaled to unit length (CSR)."""
-    go = go.tocsr().astype(np.float64)
-    annotated = max(int((np.asarray(go.sum(1)).ravel() > 0).sum()), 1)
-    ic = -np.log(np.clip(np.asarray(go.sum(0)).ravel() / annotated, 1e-12, 1.0))  # rare terms weigh more
-    weighted = go.multiply(ic[None, :]).tocsr()
+def _unit_go(go: sparse.spmatrix) -> sparse.csr_matrix:
+    """Rows of the 0/1 GO matrix weighted by information content and scaled to unit length."""
+    weighted = go.tocsr().astype(np.float64).multiply(information_content(go)[None, :]).tocsr()
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1)).ravel())
     return weighted.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
 
 
-def _lenders(dataset: Dataset, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 2, LENDERS)`` profile rows and weights of each gene's GO and SMF lenders (never itself)."""
-    inputs = _inputs(dataset)
-    N, P = dataset.graph.num_genes, len(ids)
+def _lenders(inputs: GeneInputs, go: sparse.csr_matrix, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2, LENDERS)`` profile rows and weights of each gene's GO and SMF lenders (never itself).
+
+    ``go``: :func:`_unit_go` of the inputs' GO matrix."""
+    N, P = go.shape[0], len(ids)
     rows = np.full((N, 2, LENDERS), P)
     weights = np.zeros((N, 2, LENDERS))
     k = min(LENDERS, P)
     if k == 0:
         return rows, weights
     similarity = np.zeros((2, N, P))
-    if inputs.go.shape[1]:
-        unit = _unit_go(inputs.go)
-        similarity[0] = (unit @ unit[ids].T).toarray()
+    if go.shape[1]:
+        similarity[0] = (go @ go[ids].T).toarray()
     known = np.isfinite(inputs.smf)
     smf = np.where(known, inputs.smf, 0.0)
-    similarity[1] = np.exp(-((smf[:, None] - smf[ids][None, :]) ** 2) / _SMF_BANDWIDTH) * known[:, None] * known[ids][None, :]
+    similarity[1] = smf_kernel(smf, smf[ids], known, known[ids])
     similarity[:, ids, np.arange(P)] = 0.0  # a gene does not lend to itself
     top = np.argsort(-similarity, axis=2, kind="stable")[:, :, :k]  # (2, N, k)
     w = np.take_along_axis(similarity, top, 2)
@@ -139,18 +138,15 @@ def _lenders(dataset: Dataset, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return rows, weights
 
 
-def gene_annotations(dataset: Dataset) -> np.ndarray:
-    """``(N_gene, NUM_ANNOTATIONS)`` float32: GO SVD components (unit sd each), centred SMF, SMF known."""
+def _annotations(inputs: GeneInputs, go: sparse.csr_matrix) -> np.ndarray:
+    """See :func:`gene_annotations`; ``go``: :func:`_unit_go` of the inputs' GO matrix."""
     from scipy.sparse.linalg import svds
 
-    inputs = _inputs(dataset)
-    N = dataset.graph.num_genes
-    out = np.zeros((N, NUM_ANNOTATIONS), dtype=np.float32)
-    k = min(GO_COMPONENTS, min(inputs.go.shape) - 1)
-    if k > 0 and inputs.go.nnz:
-        weighted = _unit_go(inputs.go)
+    out = np.zeros((go.shape[0], NUM_ANNOTATIONS), dtype=np.float32)
+    k = min(GO_COMPONENTS, min(go.shape) - 1)
+    if k > 0 and go.nnz:
         # ARPACK from a fixed start vector: the same components on every run and machine.
-        u, s, _ = svds(weighted, k=k, v0=np.ones(min(weighted.shape)) / np.sqrt(min(weighted.shape)))
+        u, s, _ = svds(go, k=k, v0=np.ones(min(go.shape)) / np.sqrt(min(go.shape)))
         comps = u[:, ::-1] * s[::-1]
         comps *= np.sign(comps[np.abs(comps).argmax(0), np.arange(k)])  # sign: largest entry positive
         comps /= np.maximum(comps.std(0), 1e-12)

@@ -102,6 +102,14 @@ class _Edges(NamedTuple):
     plans: dict | None = None  # prebuilt EdgePlan / SegmentIndex per relation (None: convs build them)
 
 
+class _Shown(NamedTuple):
+    """The train profiles one forward shows (``model.gene_inputs=profile``)."""
+
+    visible: Tensor  # (P + 1,) bool, the profile rows shown; row P (no profile) never
+    y: Tensor  # (P + 1, P + 1) the profile matrix on shown rows and columns, 0 elsewhere
+    seen: Tensor  # (P + 1, P + 1) bool, observed and shown
+
+
 class _Keeps(NamedTuple):
     """Per-slot keep masks, ``None`` = keep everything."""
 
@@ -372,30 +380,31 @@ class HeteroCell(nn.Module):
         if self.profile_proj is not None:
             profile = mask_profile(profile, self.profile_mask, self.cfg.profile_dropout if self.training else 0.0)
         visible = self._visible_profiles()  # (P + 1,) or None
+        shown = self._shown(visible) if visible is not None else None
         if self.cfg.kind == "perturbation_set":
             # The wildtype is encoded once; the perturbed genes are read from it (no masks).
-            out = self._set_readout(self.gene_embeddings(visible), genes, profile, visible)
+            out = self._set_readout(self.gene_embeddings(shown), genes, profile, shown)
         else:
             if masks is None:
                 raise DataError("masks: model.kind=hetero_cell needs the per-sample masks of MaskBuilder(graph).masks(genes)")
             self._check(genes, masks)
             keeps = self._keeps(masks)
-            x_gene, x_rxn, x_met = self._inputs(keeps.gene, visible)
+            x_gene, x_rxn, x_met = self._inputs(keeps.gene, shown)
             x_gene = self._encode(x_gene, x_rxn, x_met, self._edges(), keeps)  # (N, B+1, H)
             z = self.global_aggregator(x_gene.transpose(0, 1), keeps.gene.t())  # (B+1, H)
-            out = self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile, visible)
+            out = self._readout(z[:1], z[1:], x_gene[:, 0], genes, profile, shown)
         if visible is not None and self.training:
             rows = self.gene_profile_rows[genes[:, :2].clamp_min(0)]  # (B, 2)
             out = out._replace(scored=~visible[rows].all(1))
         return out
 
-    def gene_embeddings(self, visible: Tensor | None = None) -> Tensor:
+    def gene_embeddings(self, shown: _Shown | None = None) -> Tensor:
         """``(N_gene, C)``: wildtype gene embeddings after the convs (oversmoothing check).
 
-        ``visible``: ``(P + 1,)`` the train genes whose profiles are shown (``model.gene_inputs=profile``;
-        ``None``: all of them, in training too).
+        ``shown``: the train profiles shown (``model.gene_inputs=profile``; ``None``: all of
+        them, in training too).
         """
-        x_gene, x_rxn, x_met = self._inputs(None, visible)
+        x_gene, x_rxn, x_met = self._inputs(None, shown)
         return self._encode(x_gene, x_rxn, x_met, self._edges(), _Keeps(None, None, None, None, None, None, None))[:, 0]
 
     def _visible_profiles(self, sample: bool | None = None) -> Tensor | None:
@@ -412,7 +421,17 @@ class HeteroCell(nn.Module):
         visible[P] = False
         return visible
 
-    def _gene_input(self, visible: Tensor | None) -> Tensor:
+    def _shown(self, visible: Tensor) -> _Shown:
+        """The profile matrix on the ``visible`` rows and columns, once per forward (inputs and readout)."""
+        P = len(self.gene_profile_ids)
+        cells = visible[:, None] & visible[None, :]  # (P + 1, P + 1); row/column P: no profile, never
+        y = self.gene_profile_matrix.new_zeros(P + 1, P + 1)
+        y[:P, :P] = self.gene_profile_matrix
+        seen = cells.new_zeros(P + 1, P + 1)
+        seen[:P, :P] = self.gene_profile_observed
+        return _Shown(visible, y * cells, seen & cells)
+
+    def _gene_input(self, shown: _Shown | None) -> Tensor:
         r"""``(N_gene, E)`` layer-0 gene features: the identity embedding, or (``model.gene_inputs=profile``)
 
         .. math::
@@ -426,12 +445,9 @@ class HeteroCell(nn.Module):
         :math:`\mathcal{L}^r_g` its shown GO and SMF lenders (:mod:`~.gene_profiles`)."""
         if not self.profile_inputs:
             return self.gene_embedding.weight
-        visible = self._visible_profiles(sample=False) if visible is None else visible
-        P = len(self.gene_profile_ids)
-        shown = visible[:P].to(self.gene_profile_matrix.dtype)  # (P,)
-        cells = shown[:, None] * shown[None, :]  # (P, P)
-        y = self.gene_profile_matrix * cells
-        seen = self.gene_profile_observed.to(y.dtype) * cells
+        shown = self._shown(self._visible_profiles(sample=False)) if shown is None else shown
+        P, visible = len(self.gene_profile_ids), shown.visible
+        y, seen = shown.y[:P, :P], shown.seen[:P, :P].to(shown.y.dtype)
         rows = y @ self.query_partners(self.gene_profile_ids) / (1.0 + seen.sum(1, keepdim=True)).sqrt()  # (P, E)
         cols = y.t() @ self.array_partners(self.gene_profile_ids) / (1.0 + seen.sum(0).unsqueeze(1)).sqrt()
         profile = torch.cat([rows + cols, rows.new_zeros(1, rows.size(1))])  # (P + 1, E), row P: no profile
@@ -505,10 +521,10 @@ class HeteroCell(nn.Module):
             metabolism=edge(METABOLISM, self.metabolism_index, met, rxn),
         )
 
-    def _inputs(self, gene_keep: Tensor | None, visible: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def _inputs(self, gene_keep: Tensor | None, shown: _Shown | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Layer-0 features. Identical in every slot, so one shared slot is returned (broadcast)
         unless batch norm or active dropout make the slots differ."""
-        emb = self._gene_input(visible)  # (N, E)
+        emb = self._gene_input(shown)  # (N, E)
         per_slot = gene_keep is not None and (self.cfg.norm == "batch" or (self.training and self.cfg.dropout > 0))
         if per_slot:
             N, S = gene_keep.shape
@@ -574,15 +590,15 @@ class HeteroCell(nn.Module):
             return out if out[:, 1:].float().mean() <= self._SPARSE_LIMIT else None
 
     def _readout(self, z_w: Tensor, z_pert: Tensor, h_w: Tensor, genes: Tensor, profile: Tensor | None,
-                 visible: Tensor | None = None) -> ModelOutput:
+                 shown: _Shown | None = None) -> ModelOutput:
         """``z_w: (1, H)``, ``z_pert: (B, H)``, ``h_w: (N, H)`` wildtype gene features."""
         z_p = z_w - z_pert  # (B, H)
         if self.role_proj is not None:
             g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
             z_p = z_p + self.role_proj(g.flatten(1))
-        return self._head(z_p, profile, self._pair_terms(h_w, genes, visible))
+        return self._head(z_p, profile, self._pair_terms(h_w, genes, shown))
 
-    def _pair_terms(self, h_w: Tensor, genes: Tensor, visible: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    def _pair_terms(self, h_w: Tensor, genes: Tensor, shown: _Shown | None) -> tuple[Tensor, Tensor] | None:
         r"""``model.gene_inputs=profile``: what the pair adds to ``z_p`` ``(B, H)`` and to the output ``(B, 2)``.
 
         The projected product of the two genes' embeddings, and borrowed entries: for the
@@ -590,38 +606,31 @@ class HeteroCell(nn.Module):
         lenders ``j`` (GO, SMF; :mod:`~.gene_profiles`) that were measured with ``a``,
 
         .. math::
-            b_q = \sum_j lpha_j Y_{ja}, \qquad lpha = \mathrm{softmax}_j\Big(
-                  rac{(W_Q h_q)^	op W_K h_j}{\sqrt{H}} + \log w_{qj}\Big),
+            b_q = \sum_j \alpha_j Y_{ja}, \qquad \alpha = \mathrm{softmax}_j\Big(
+                  \frac{(W_Q h_q)^\top W_K h_j}{\sqrt{H}} + \log w_{qj}\Big),
 
         with whether any such lender exists; a hidden gene's cells are gone from ``Y``.
         """
-        if visible is None:
+        if shown is None:
             return None
         g = self._gather(h_w, genes[:, :2])  # (B, 2, H)
         P = len(self.gene_profile_ids)
-        shown = visible[:P].to(h_w.dtype)
-        y = self.gene_profile_matrix * shown[:, None] * shown[None, :]  # (P, P)
-        seen = self.gene_profile_observed & (shown[:, None] * shown[None, :] > 0)
-        y = torch.cat([torch.cat([y, y.new_zeros(P, 1)], 1), y.new_zeros(1, P + 1)])  # row/column P: no profile
-        seen = torch.cat([torch.cat([seen, seen.new_zeros(P, 1)], 1), seen.new_zeros(1, P + 1)])
+        b = h_w.new_zeros(len(genes), _BORROWED)
         rows = self.gene_profile_rows[genes[:, :2].clamp_min(0)]  # (B, 2)
-        borrowed = []
-        for role in (0, 1):
+        for role in range(2 if P else 0):
             gene, partner = genes[:, role].clamp_min(0), rows[:, 1 - role]
-            lenders = self.gene_profile_lenders[gene].flatten(1)  # (B, 2K) profile rows
+            lenders = self.gene_profile_lenders[gene].flatten(1)  # (B, 2K) profile rows, P = none
             weights = self.gene_profile_lender_weights[gene].flatten(1)
-            cell = (lenders, partner[:, None].expand_as(lenders)) if role == 0 else (partner[:, None].expand_as(lenders), lenders)
-            usable = seen[cell] & (weights > 0)  # (B, 2K)
-            keys = self.lender_key(h_w[self.gene_profile_ids[lenders.clamp_max(max(P - 1, 0))]]) if P else None
-            if keys is None:
-                borrowed += [h_w.new_zeros(len(genes)), h_w.new_zeros(len(genes))]
-                continue
+            partners = partner[:, None].expand_as(lenders)
+            cell = (lenders, partners) if role == 0 else (partners, lenders)
+            usable = shown.seen[cell] & (weights > 0)  # (B, 2K)
+            keys = self.lender_key(h_w[self.gene_profile_ids[lenders.clamp_max(P - 1)]])  # (B, 2K, H)
             score = (self.lender_query(g[:, role]).unsqueeze(1) * keys).sum(-1) / keys.size(-1) ** 0.5
             score = (score + weights.clamp_min(1e-12).log()).masked_fill(~usable, float("-inf"))
             any_usable = usable.any(1)
             alpha = torch.softmax(score.masked_fill(~any_usable[:, None], 0.0), 1) * usable.to(h_w.dtype)
-            borrowed += [(alpha * y[cell]).sum(1), any_usable.to(h_w.dtype)]
-        b = torch.stack(borrowed, 1)  # (B, _BORROWED)
+            b[:, 2 * role] = (alpha * shown.y[cell]).sum(1)
+            b[:, 2 * role + 1] = any_usable.to(h_w.dtype)
         return self.pair_proj(g[:, 0] * g[:, 1]) + self.borrow_proj(b), self.borrow_skip(b)
 
     def _head(self, z_p: Tensor, profile: Tensor | None, pair: tuple[Tensor, Tensor] | None = None) -> ModelOutput:
@@ -635,7 +644,7 @@ class HeteroCell(nn.Module):
         return ModelOutput(self.prediction_head(z_p) + self.profile_skip(profile) + skip, z_p)
 
     def _set_readout(self, h_w: Tensor, genes: Tensor, profile: Tensor | None,
-                     visible: Tensor | None = None) -> ModelOutput:
+                     shown: _Shown | None = None) -> ModelOutput:
         valid = genes >= 0  # (B, k)
         x = self._gather(h_w, genes)  # (B, k, H)
         if self.role_embedding is not None:
@@ -644,7 +653,7 @@ class HeteroCell(nn.Module):
         x = self.set_block(x, x, valid, valid)  # (B, k, H)
         w = valid.unsqueeze(-1).to(x.dtype)
         z_p = (x * w).sum(1) / w.sum(1).clamp_min(1.0)  # masked mean (B, H)
-        return self._head(z_p, profile, self._pair_terms(h_w, genes, visible))
+        return self._head(z_p, profile, self._pair_terms(h_w, genes, shown))
 
     @staticmethod
     def _gather(h: Tensor, genes: Tensor) -> Tensor:

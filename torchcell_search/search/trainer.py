@@ -392,8 +392,9 @@ def _train(
             scaler.step(optimizer)
             scaler.update()
             running += loss_value * len(index)
-            train_pred.append(out.pred.detach().float().cpu())
-            train_index.append(index)
+            scored = slice(None) if out.scored is None else out.scored.cpu()  # train metrics: scored records only
+            train_pred.append(out.pred.detach().float().cpu()[scored])
+            train_index.append(index[scored])
         if stopped_reason is not None:
             break
 
