@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a CUDA GPU and a CUDA build of torch (install it before
-# `pip install -e ".[test]"`, as the README says). Two parts:
+# `pip install -e ".[test]"`, as the README says). Three parts:
 #   1. the CUDA-marked tests (deselected in every other run), under CI=true so that a machine
-#      without a usable GPU fails instead of skipping;
+#      without a usable GPU fails instead of skipping; then a trial checkpointed on the CPU
+#      resumed by a GPU worker, and CPU/GPU prediction parity (scripts/device_handoff.py);
 #   2. the report's HeteroCell (report defaults, no SGA roles) on the real data, trained on CUDA
 #      with mixed precision for GPU_CHECK_MINUTES (10) minutes, beside a short run of the same
 #      model on the CPU; prints train records/s of both, their ratio and the peak GPU memory.
@@ -27,6 +28,13 @@ PY
 
 echo "== 1. CUDA tests: python -m pytest -q -m cuda tests"
 CI=true python -m pytest -q -m cuda tests
+
+# 1b. One checkpoint, any device, through the command line: a study with --device auto; a
+# worker on a CPU node (CUDA_VISIBLE_DEVICES="") is preempted after its first epoch checkpoint,
+# a worker here picks the trial up on the GPU and finishes it; then predict --device cpu and
+# --device cuda agree on the trial's val pairs within 1e-4 (the README's tolerance).
+echo "== 1b. CPU -> GPU hand-off and CPU/GPU prediction parity: python scripts/device_handoff.py"
+python scripts/device_handoff.py "$logs/handoff"
 
 # The report's model: its defaults (64 wide, 3 layers, sorted set transformer pooling, batch 32)
 # and no SGA roles; the pair split; a subset of the report's size.

@@ -2,17 +2,21 @@
 
 This module only parses arguments and delegates: each subcommand makes one call into a
 package. Any :class:`~torchcell_search.errors.TorchcellSearchError` becomes one line on
-stderr and exit status 2. Environment variables are read here (and in ``storage/``) only.
+stderr and exit status 2 (a bug still prints its traceback, status 1). Everything a command
+prints passes through the storage URL's secret scrubber. Environment variables are read here
+(and in ``storage/``) only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,6 +49,16 @@ def _storage(args: argparse.Namespace) -> str | None:
     return getattr(args, "storage", None) or os.environ.get(_STORAGE_ENV)
 
 
+def _secrets_hidden(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Everything printed (messages, logs, warnings, tracebacks) without the storage URL's secrets."""
+    url = _storage(args)
+    if not url:
+        return contextlib.nullcontext()
+    from torchcell_search.storage.secrets import secrets_hidden
+
+    return secrets_hidden(url)
+
+
 def _overrides(pairs: Sequence[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs or ():
@@ -67,6 +81,16 @@ def _set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(count)
+
+
+def _slurm_cpus() -> int | None:
+    """``SLURM_CPUS_PER_TASK`` where Slurm set it: the CPUs granted to this task."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"SLURM_CPUS_PER_TASK: expected a positive integer, got {value!r}")
+    return int(value)
 
 
 # --- subcommand handlers: one call into a package each -------------------------------
@@ -113,7 +137,8 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     """The study options given on the command line (unset ones stay out: recipe and defaults fill them)."""
     names = (
         "recipe", "space", "data", "subset", "split", "epochs", "objective", "direction",
-        "sampler", "pruner", "n_trials", "timeout", "seed", "device", "artifacts",
+        "sampler", "pruner", "n_trials", "timeout", "seed", "device", "artifacts", "ensemble", "ensemble_diversity",
+        "fidelity", "fidelity_eta", "fidelity_start",
     )
     options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     for name in ("objective", "direction"):  # repeatable: one per objective
@@ -136,7 +161,9 @@ def _cmd_start(args: argparse.Namespace) -> None:
     from torchcell_search.search.study import format_status, start_command
 
     status = start_command(args.study, _storage(args), _search_options(args), jobs=args.jobs,
-                           cache_dir=_cache_dir(args), notify=lambda line: _print_notices([line]))
+                           cache_dir=_cache_dir(args), notify=lambda line: _print_notices([line]),
+                           workers_per_gpu=args.workers_per_gpu, threads=args.threads,
+                           slurm_cpus=_slurm_cpus(), visible_gpus=os.environ.get("CUDA_VISIBLE_DEVICES"))
     print(format_status(status))
 
 
@@ -158,14 +185,16 @@ def _cmd_status(args: argparse.Namespace) -> None:
 
     from torchcell_search.search.study import format_status
 
-    status = status_command(args.study, _storage(args), as_json=args.json)
+    status = status_command(args.study, _storage(args), as_json=args.json, ensemble=args.ensemble,
+                            ensemble_diversity=args.ensemble_diversity)
     _print_json(status) if args.json else print(format_status(status))
 
 
 def _cmd_best(args: argparse.Namespace) -> None:
-    from torchcell_search.search.study import best_command
+    from torchcell_search.search.study import best_command, format_ensemble
 
-    best = best_command(args.study, _storage(args), as_json=args.json)
+    best = best_command(args.study, _storage(args), as_json=args.json, ensemble=args.ensemble,
+                        ensemble_diversity=args.ensemble_diversity)
     if args.json:
         _print_json(best)
     elif "pareto" in best:
@@ -179,14 +208,20 @@ def _cmd_best(args: argparse.Namespace) -> None:
         print(f"best trial {best['number']}: {best['objective']} = {best['value']:.4f}")
         for key, value in sorted(best["params"].items()):
             print(f"  {key} = {value}")
+    if not args.json:
+        for line in format_ensemble(best.get("ensemble")):
+            print(line)
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from torchcell_search.search.predict import predict_command
 
     result = predict_command(args.study, _storage(args), trial=args.trial, pairs=Path(args.pairs),
-                             out=Path(args.out), cache_dir=_cache_dir(args), device=args.device)
-    print(f"wrote {result['rows']} predictions of trial {result['trial']} to {result['out']}")
+                             out=Path(args.out), cache_dir=_cache_dir(args), device=args.device,
+                             ensemble=args.ensemble, ensemble_diversity=args.ensemble_diversity)
+    source = (f"trial {result['trial']}" if len(result["trials"]) == 1 else
+              f"the mean of trials {', '.join(map(str, result['trials']))}")
+    print(f"wrote {result['rows']} predictions of {source} to {result['out']}")
 
 
 def _cmd_slurm(args: argparse.Namespace) -> None:
@@ -243,6 +278,12 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                    help="one per --objective, in order (default: from each objective's name)")
     p.add_argument("--sampler", choices=("tpe", "random", "grid"), help="default: tpe")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: median")
+    p.add_argument("--fidelity", metavar="subset:N1,N2,...[,all]",
+                   help="data size as a fidelity: every trial starts on N1 train records and the best 1/eta "
+                   "of each rung go on to the next (successive halving; val and test stay whole)")
+    p.add_argument("--fidelity-eta", type=int, help="keep the best 1/eta of each rung (default: 3)")
+    p.add_argument("--fidelity-start", choices=("warm", "scratch"),
+                   help="a promoted trial starts its next rung from its weights or from scratch (default: scratch)")
     p.add_argument("--n-trials", type=int, help="total trial budget of the study, across all workers")
     p.add_argument("--timeout", type=float, help="stop starting new trials after S seconds")
     p.add_argument("--seed", type=int, help="sampler and training seed")
@@ -251,6 +292,15 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                    "else ./torchcell-search-artifacts; must be shared by all workers)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="fix a parameter for every trial by its dotted key, e.g. optimizer.lr=1e-3 (repeatable)")
+    _add_ensemble(p, "predict's default: average the K best trials (default 1: the best alone); with seeds, "
+                  "workers train the best trial's K-1 seed replicas once the budget is spent")
+
+
+def _add_ensemble(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--ensemble", type=int, metavar="K", help=what)
+    p.add_argument("--ensemble-diversity", choices=("configs", "seeds"),
+                   help="ensemble members: the K best distinct configurations, or the best one and K-1 "
+                   "seed replicas of it (default: the study's, else configs)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -265,7 +315,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"torchcell-search {__version__}")
     parser.add_argument(
         "--threads", type=int,
-        help="torch CPU threads per process (default: $OMP_NUM_THREADS, else 1). The graph kernels "
+        help="torch CPU threads per process (default: $OMP_NUM_THREADS, else 1; start's workers: the CPUs "
+        "this process may use shared out among them). The graph kernels "
         "gain little from more threads and slow down many times over when another process shares "
         "the cores; run more workers (--jobs, SLURM arrays) instead",
     )
@@ -300,8 +351,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_create)
     p = sub.add_parser("start", help="create or resume a study and run trials in this process")
     _add_study_options(p)
-    p.add_argument("--jobs", type=int, help="local worker processes, one torch thread each "
-                   "(default: as many as this machine has cores, never more than the study's trials)")
+    p.add_argument("--jobs", type=int, help="local worker processes (default: one per CPU this process may use, "
+                   "or --workers-per-gpu per visible GPU; never more than the study's trials left)")
+    p.add_argument("--workers-per-gpu", type=int, default=1,
+                   help="workers sharing each GPU when --jobs is not given (default: 1)")
     p.set_defaults(func=_cmd_start)
 
     p = sub.add_parser("worker", help="join an existing study and run trials until its budget is reached")
@@ -315,6 +368,7 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--study", required=True)
         _add_storage(p)
         p.add_argument("--json", action="store_true")
+        _add_ensemble(p, "also score the ensemble of the K best trials, beside the best (default: the study's)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("predict", help="predict fitness and gene_interaction for gene pairs with a trial's model")
@@ -325,6 +379,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, help="TSV with columns query_orf, array_orf")
     p.add_argument("--out", required=True, help="TSV to write")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
+    _add_ensemble(p, "average the predictions of the K best trials (default: the study's ensemble, else 1)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("slurm", help="write (and optionally submit) an sbatch array whose tasks run workers; "
@@ -362,15 +417,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``torchcell-search`` script; returns the exit status."""
     args = _build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
-    try:
-        _set_threads(args.threads)
-        func(args)
-    except TorchcellSearchError as e:
-        print(f"torchcell-search: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("torchcell-search: interrupted", file=sys.stderr)
-        return 130
+    with _secrets_hidden(args):
+        try:
+            _set_threads(args.threads)
+            func(args)
+        except TorchcellSearchError as e:
+            print(f"torchcell-search: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("torchcell-search: interrupted", file=sys.stderr)
+            return 130
+        except Exception:  # noqa: BLE001 - a bug: Python's own report and status, but scrubbed
+            traceback.print_exc()
+            return 1
     return 0
 
 

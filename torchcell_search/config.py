@@ -68,7 +68,8 @@ class ModelConfig:
     # orientations of a real pair agree only at r ~ 0.17), and with roles the head also reads
     # the deleted genes' own embeddings, which the report's whole-graph difference z_w - z_p
     # dilutes (demo, 6 epochs: val epsilon r 0.77 with roles; ~0.25 without, even at lr 3e-3).
-    # model.use_roles=false gives the report's model exactly.
+    # model.use_roles=false with model.global_aggregator_config.layer_norm=false (the other
+    # departure, model/pooling.py) gives the report's model exactly.
     use_roles: bool = field(default=True, metadata=_key("model.use_roles"))
     # Read collaborative-filtering features of each pair, fitted on the train split's
     # interaction profiles (model/collaborative.py), beside the graph embeddings.

@@ -2,7 +2,8 @@
 
 Library code raises a subclass of :class:`TorchcellSearchError` whose message names the
 input and the problem (and, where there is one, the fix). ``cli.py`` turns any of them into
-one line on stderr and exit status 2; nothing else is caught there.
+one line on stderr and exit status 2. Any other exception is a bug: it prints its traceback
+(passwords scrubbed, storage/secrets.py) and exits 1, as Python itself would.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ def test_report_has_every_figure_the_baselines_and_the_trials(report: str, demo_
     rows = re.findall(r"<tr[^>]*><td class=\"num\" data-value=\"(\d+)\"", table)
     assert sorted(map(int, rows)) == [t.number for t in study.trials]
     assert table.count('class="pruned"') == 2 and table.count('class="best"') == 1
+    # these hand-made predictions carry no record indices: the ensemble section says why it is missing
+    assert "<p id='ensemble'>No ensemble of 3 (configs): ensemble member trial" in report
 
 
 def test_report_of_an_unknown_study_is_a_study_error(demo_study: tuple[optuna.Study, str], tmp_path: Path) -> None:

@@ -47,3 +47,15 @@ def test_smf_comes_from_the_strain_table_and_missing_go_is_empty(tiny_data_dir: 
     inputs = read_gene_inputs(tiny_data_dir, TINY_GENES)
     np.testing.assert_allclose(inputs.smf, [0.8, 0.5, np.nan, 1.0, 0.95])
     assert inputs.go.shape == (5, 0) and inputs.terms == []
+
+
+def test_two_demo_seeds_each_get_their_own_planted_smf() -> None:
+    # Same gene count, same ids, no data directory: only the planted SMF tells them apart,
+    # so a cache keyed by gene count alone handed the second seed the first one's SMF.
+    from torchcell_search.data.annotations import dataset_gene_inputs
+    from torchcell_search.data.demo import make_demo_dataset
+
+    first, second = make_demo_dataset(seed=0), make_demo_dataset(seed=1)
+    for dataset in (first, second, first):
+        planted = dataset.info["single_mutant_fitness"].double().numpy()
+        np.testing.assert_array_equal(dataset_gene_inputs(dataset).smf, planted)

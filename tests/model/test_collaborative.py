@@ -142,6 +142,7 @@ def test_tables_predict_val_pairs_and_zero_unseen_genes(demo):
     assert torch.all(tables(torch.stack([no_records, seen[: len(no_records)]], 1)) == 0)
 
 
+@pytest.mark.quality
 def test_a_profile_model_checkpoint_predicts_alone(demo):
     dataset, split = demo
     cfg = RunConfig().with_overrides({

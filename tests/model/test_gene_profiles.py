@@ -95,6 +95,7 @@ def test_training_scores_only_records_with_a_hidden_gene(gene_split, kind):
     torch.testing.assert_close(embeddings, model.eval().gene_embeddings())
 
 
+@pytest.mark.quality
 def test_trains_on_the_gene_split_and_predicts_from_a_checkpoint(gene_split):
     dataset, split = gene_split
     wide = {"model.hidden_channels": 64, "cell_dataset.learnable_embedding_input_channels": 64,

@@ -54,8 +54,11 @@ def test_mab_matches_pyg() -> None:
 
 def test_sorted_set_transformer_size_matches_report() -> None:
     # 2 ISAB(64 points) + PMA + 2 SAB at 64 channels, no layer norm: the report's pooling.
-    pool = build_pooling("sorted_set_transformer", 64)
+    pool = build_pooling("sorted_set_transformer", 64, layer_norm=False)
     assert sum(p.numel() for p in pool.parameters()) == 158_016
+    # the default adds two LayerNorms (weight, bias) to each of its 7 attention blocks
+    default = build_pooling("sorted_set_transformer", 64)
+    assert sum(p.numel() for p in default.parameters()) == 158_016 + 7 * 2 * 2 * 64
 
 
 def test_unknown_pooling_raises_config_error() -> None:
@@ -105,22 +108,22 @@ def test_global_aggregator_config_sizes_follow_the_options() -> None:
     def size(**options: object) -> int:
         return sum(p.numel() for p in build_pooling("sorted_set_transformer", C, **options).parameters())
 
-    base = size()
+    base = size(layer_norm=False)
     # the preset's 2 ISAB encoders hold 64 induced points each
-    assert size(num_induced_points=10) == base - 2 * (64 - 10) * C
+    assert size(num_induced_points=10, layer_norm=False) == base - 2 * (64 - 10) * C
     # num_induced_points is read only by ISAB encoders (TorchCell's isab yaml sets 100 with use_isab false)
     assert size(use_isab=False, num_induced_points=100) == size(use_isab=False)
     # an ISAB is two MABs and its points, a SAB one MAB
-    mab = 3 * C * C + 3 * C + C * C + C + C * C + C  # in_proj, out_proj, lin (no layer norm in this preset)
-    assert base - size(use_isab=False) == 2 * (mab + 64 * C)
-    assert size(num_decoder_blocks=0) == base - 2 * mab
-    assert size(num_encoder_blocks=3) == base + mab * 2 + 64 * C
-    assert size(layer_norm=True) == base + (2 * 2 + 1 + 2) * 2 * 2 * C  # 7 MABs x 2 LayerNorms x (weight, bias)
+    mab = 3 * C * C + 3 * C + C * C + C + C * C + C  # in_proj, out_proj, lin (layer norm off)
+    assert base - size(use_isab=False, layer_norm=False) == 2 * (mab + 64 * C)
+    assert size(num_decoder_blocks=0, layer_norm=False) == base - 2 * mab
+    assert size(num_encoder_blocks=3, layer_norm=False) == base + mab * 2 + 64 * C
+    assert size() == base + (2 * 2 + 1 + 2) * 2 * 2 * C  # the preset's layer norm: 7 MABs x 2 LayerNorms x (weight, bias)
     # k seeds: k - 1 more seed vectors and a Linear(k C -> C)
-    assert size(num_seed_points=3) == base + 2 * C + (3 * C * C + C)
+    assert size(num_seed_points=3, layer_norm=False) == base + 2 * C + (3 * C * C + C)
     assert build_pooling("sorted_set_transformer", C, num_seed_points=3)(torch.randn(2, 4, C)).shape == (2, C)
     # heads change no size, but must divide C
-    assert size(heads=2) == base
+    assert size(heads=2, layer_norm=False) == base
     assert build_pooling("sorted_set_transformer", C, heads=2).encoders[0].mab1.heads == 2
 
 
@@ -147,3 +150,31 @@ def test_global_aggregator_config_refused_where_it_cannot_apply() -> None:
         build_pooling("isab", 8, heads=3)
     with pytest.raises(ConfigError, match="global_aggregator_config.concat"):
         build_pooling("isab", 8, concat=False)
+
+
+def test_pma_is_one_pyg_pma_block_and_a_layer_norm_as_torchcells_simple_pma() -> None:
+    # TorchCell's SimplePMA (torchcell/models/hetero_cell_pma.py): PyG's PoolingByMultiheadAttention
+    # with one seed and layer norm, squeezed, then nn.LayerNorm; model.pooling=pma must compute the same.
+    from torch_geometric.nn.aggr.utils import PoolingByMultiheadAttention as PygPMA
+
+    torch.manual_seed(0)
+    ours = build_pooling("pma", 8, heads=2)
+    pyg, final = PygPMA(8, 1, 2, layer_norm=True), torch.nn.LayerNorm(8)
+    assert len(ours.encoders) == 0 and len(ours.decoders) == 0 and ours.final_norm is not None
+    with torch.no_grad():
+        pyg.seed.copy_(ours.pma.seed)
+        pyg.lin.load_state_dict(ours.pma.lin.state_dict())
+        mab, pmab = ours.pma.mab, pyg.mab
+        pmab.attn.in_proj_weight.copy_(mab.in_proj.weight)
+        pmab.attn.in_proj_bias.copy_(mab.in_proj.bias)
+        pmab.attn.out_proj.load_state_dict(mab.out_proj.state_dict())
+        pmab.lin.load_state_dict(mab.lin.state_dict())
+        pmab.layer_norm1.load_state_dict(mab.layer_norm1.state_dict())
+        pmab.layer_norm2.load_state_dict(mab.layer_norm2.state_dict())
+        final.load_state_dict(ours.final_norm.state_dict())
+    x = torch.randn(3, 6, 8)
+    mask = torch.tensor([[True] * 6, [True, False, True, True, False, True], [True, True, False, False, False, False]])
+    expected = final(pyg(x, mask).squeeze(1))
+    assert torch.allclose(ours(x, mask), expected, atol=1e-5)
+    # a parameter the PMA block does not have would show here: PMA + final norm, nothing else
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in pyg.parameters()) + 16

@@ -19,6 +19,7 @@ import torch
 from optuna.trial import TrialState
 
 from tests.reliability.conftest import TINY, child_env
+from torchcell_search.search.duplicates import DUPLICATE_ATTR
 from torchcell_search.search.study import create_study_command
 
 pytestmark = [pytest.mark.postgres]
@@ -74,8 +75,9 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_resumed_from_its_checkpo
     history = retried[0].user_attrs["history"]
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     assert set(retried[0].intermediate_values) == {0, 1, 2, 3}
-    # the study still finished exactly its budget, and the checkpoint was cleaned up
-    assert sum(t.state in _FINISHED for t in trials) == 2
+    # the study still trained exactly its budget (a repeated draw of the 2-point space is
+    # answered from its twin for free, see search/duplicates.py), and the checkpoint was cleaned up
+    assert sum(t.state in _FINISHED for t in _trained(trials)) == 2
     assert not ckpt.exists()
 
 
@@ -114,11 +116,25 @@ def test_sigterm_preempts_at_the_next_epoch_and_hands_the_trial_back(
     assert [h["epoch"] for h in finished[0].user_attrs["history"]] == [0, 1, 2, 3]
 
 
+def _trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """``trials`` less duplicates answered from a finished twin (untrained, free of the budget).
+
+    The tiny space has two points, so the random sampler often repeats one; each repeat must
+    name a trained twin with the same parameters.
+    """
+    by_number = {t.number: t for t in trials}
+    for t in trials:
+        if DUPLICATE_ATTR in t.user_attrs:
+            twin = by_number[t.user_attrs[DUPLICATE_ATTR]]
+            assert DUPLICATE_ATTR not in twin.user_attrs and twin.params == t.params
+    return [t for t in trials if DUPLICATE_ATTR not in t.user_attrs]
+
+
 def _snapshot(url: str, name: str) -> dict[int, tuple[str, dict[int, float], int]]:
-    """trial number -> (state, intermediate values, number of artifacts) for finished trials."""
+    """trial number -> (state, intermediate values, number of artifacts) for trained finished trials."""
     study = optuna.load_study(study_name=name, storage=url)
     out = {}
-    for t in study.get_trials(states=_FINISHED):
+    for t in _trained(study.get_trials(states=_FINISHED)):
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
         out[t.number] = (t.state.name, dict(t.intermediate_values), len(metas))
     return out
@@ -147,7 +163,7 @@ def test_database_restart_loses_nothing(pg_url: str, tmp_path: Path, spawn_worke
     after = _snapshot(pg_url, "restart")
     # nothing finished before the restart was lost or changed
     assert {n: after[n] for n in before} == before
-    # exactly the budget finished, each with all its epochs and both artifacts
+    # exactly the budget was trained, each with all its epochs and both artifacts
     assert len(after) == 4
     for state, values, n_artifacts in after.values():
         if state == "COMPLETE":
@@ -182,3 +198,54 @@ def test_diverging_trial_is_pruned_with_its_reason_and_the_worker_goes_on(pg_url
     assert trials[1.0e6].user_attrs["stopped_reason"].startswith("non_finite_loss")
     # and the worker went on to train the other grid point
     assert trials[1.0e-3].state == TrialState.COMPLETE
+
+
+def _saved_rung(path: Path) -> tuple[int, int] | None:
+    """(rung, epoch) of a fidelity epoch checkpoint, None while it is missing or being replaced."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError):
+        return None
+    return int(ckpt["fidelity"]["rung"]), int(ckpt["state"]["epoch"])
+
+
+@pytest.mark.slow
+def test_fidelity_trial_killed_mid_rung_resumes_that_rung_from_its_checkpoint(
+        pg_url: str, tmp_path: Path, spawn_worker) -> None:
+    art = tmp_path / "art"
+    # Trial 0, the first at every rung, is always promoted, so it trains on all three rungs.
+    create_study_command("rung-kill", pg_url, {**SLOW_EPOCHS, "n_trials": 2, "artifacts": str(art),
+                                               "fidelity": "subset:300,600,all"})
+    ckpt = art / "epoch-checkpoints" / "rung-kill" / "trial-0.pt"
+    a = spawn_worker("rung-kill", pg_url, **FAST_HEARTBEAT)
+    deadline = time.monotonic() + 300
+    while not (ckpt.exists() and (_saved_rung(ckpt) or (0, 0))[0] >= 1):
+        assert a.poll() is None, f"worker exited early: {a.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, "the trial never reached its second rung"
+        time.sleep(0.02)
+    a.send_signal(signal.SIGKILL)
+    a.wait(timeout=30)
+    rung, epoch = _saved_rung(ckpt)
+    killed = _trials(pg_url, "rung-kill")[0]
+    assert killed.state == TrialState.RUNNING
+    first_rung = killed.user_attrs["rungs"][0]
+    time.sleep(4)  # past the 3 s grace period
+
+    b = spawn_worker("rung-kill", pg_url, **FAST_HEARTBEAT)
+    out, err = b.communicate(timeout=300)
+    assert b.returncode == 0, err[-3000:]
+    trials = _trials(pg_url, "rung-kill")
+    assert trials[0].state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    # resumed inside the rung it was killed in, from that rung's last epoch checkpoint
+    assert retried[0].user_attrs["resumed_from"] == {"trial": 0, "epoch": epoch}
+    rungs = retried[0].user_attrs["rungs"]
+    assert [r["rung"] for r in rungs] == [0, 1, 2]
+    assert rungs[0] == first_rung  # the finished rung was carried over, not trained again
+    assert set(retried[0].intermediate_values) == {300, 600}  # re-reported, the last rung is the value
+    assert retried[0].value == rungs[2]["value"]
+    # every epoch of every rung once in the history
+    history = [(h["rung"], h["epoch"]) for h in retried[0].user_attrs["history"]]
+    assert history == [(r, e) for r in range(3) for e in range(4)]
+    assert rung in (1, 2) and not ckpt.exists()

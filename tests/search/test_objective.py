@@ -36,3 +36,20 @@ def test_median_pruner_stops_a_bad_trial_before_its_last_epoch(tmp_path: Path) -
     assert bad.state == TrialState.PRUNED
     assert max(bad.intermediate_values) < epochs - 1
     assert bad.user_attrs["stopped_reason"].startswith("pruned at epoch")
+
+
+def test_the_studys_direction_picks_the_trials_best_epoch(tmp_path: Path) -> None:
+    # --direction minimize on a Pearson objective: the trial's best epoch is the one of the
+    # lowest Pearson, not the highest the metric's name would suggest.
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    create_study_command("dir", url, {
+        "space": {"parameters": {**TINY_FIXED}}, "objective": "val/gene_interaction/Pearson",
+        "direction": "minimize", "subset": 200, "epochs": 3, "device": "cpu", "n_trials": 1, "pruner": "none",
+        "overrides": {"data_module.batch_size": 64},
+    })
+    worker_command("dir", url)
+    (trial,) = optuna.load_study(study_name="dir", storage=url).trials
+    values = [row["val/gene_interaction/Pearson"] for row in trial.user_attrs["history"]]
+    assert len(set(values)) == len(values)  # distinct values: argmin and argmax differ
+    assert trial.user_attrs["best_epoch"] == values.index(min(values))
+    assert trial.value == min(values)

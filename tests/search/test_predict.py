@@ -23,13 +23,14 @@ TINY = {"space": {"parameters": {"model.num_layers": 1, "model.hidden_channels":
         "overrides": {"data_module.batch_size": 64}}
 
 
-def _finished_study(tmp_path: Path) -> tuple[str, Path, np.lib.npyio.NpzFile]:
-    """A one-trial study, a pairs file of its val records, and the trial's stored predictions."""
+def _finished_study(tmp_path: Path, device: str = "cpu") -> tuple[str, Path, np.lib.npyio.NpzFile]:
+    """A one-trial study trained on ``device``, a pairs file of its val records, and the trial's
+    stored predictions."""
     from torchcell_search.search.objective import load_study_data
     from torchcell_search.search.study import build_study_config
 
     url = f"sqlite:///{tmp_path / 's.db'}"
-    start_command("p", url, TINY, jobs=1)
+    start_command("p", url, {**TINY, "device": device}, jobs=1)
     study = optuna.load_study(study_name="p", storage=url)
     stored = download_trial_artifact(open_artifact_store(artifacts_dir(url)), study._storage, study.best_trial,
                                      "predictions.npz", tmp_path / "pred.npz")
@@ -74,6 +75,19 @@ def test_predict_on_cuda_matches_the_cpu_predictions(tmp_path: Path) -> None:
     # the model ran on the GPU, in full precision, and agrees with the CPU-trained trial's predictions
     assert result["device"].startswith("cuda")
     assert np.allclose(_read_predictions(tmp_path / "cuda.tsv"), npz["val_pred"], atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_a_gpu_trained_checkpoint_predicts_the_same_on_the_cpu_and_the_gpu(tmp_path: Path) -> None:
+    require_cuda()
+    url, pairs, npz = _finished_study(tmp_path, device="cuda")
+    on_cpu = predict_command("p", url, pairs=pairs, out=tmp_path / "cpu.tsv", device="cpu")
+    on_gpu = predict_command("p", url, pairs=pairs, out=tmp_path / "cuda.tsv", device="cuda")
+    assert on_cpu["device"] == "cpu" and on_gpu["device"].startswith("cuda")
+    # a checkpoint saved from CUDA tensors loads on the CPU; both run in float32 and agree to
+    # the tolerance the README states (1e-4 on the label scale)
+    assert np.allclose(_read_predictions(tmp_path / "cpu.tsv"), _read_predictions(tmp_path / "cuda.tsv"), atol=1e-4)
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def test_script_runs_one_worker_per_array_task(tmp_path: Path, capsys: pytest.Ca
                                    "--time=1-04:00:00"}
     # The worker is exec'd (so SIGTERM reaches it) from this environment's absolute path.
     last = text.rstrip().splitlines()[-1]
-    assert re.fullmatch(r"exec /\S+ worker --study fit-int", last), last
+    assert re.fullmatch(r"exec /\S+ worker --study=fit-int", last), last
     assert os.access(last.split()[1], os.X_OK)
 
 
@@ -85,6 +85,20 @@ def test_script_without_storage_in_environment_fails_clearly(tmp_path: Path) -> 
     assert res.returncode == 2
     assert f"{_ENV} is not set" in res.stderr
     assert "torchcell-search: task" not in res.stdout
+
+
+@pytest.mark.parametrize("name", ["-x", "--help", "a b", "a;b$(id)'\"", "x/y"])
+def test_worker_gets_any_stored_name_as_one_argument(name: str, tmp_path: Path) -> None:
+    # create refuses such names, but a study made elsewhere (plain Optuna) may carry one: each
+    # task must still hand it whole to the worker, not as an option or several words.
+    assert _slurm(f"--study={name}", "--array", "0-1", "--out", "job.sh") == 0
+    env = {**os.environ, _ENV: f"sqlite:///{tmp_path / 'studies.db'}"}
+    (tmp_path / "studies.db").touch()
+    res = subprocess.run(["bash", str(tmp_path / "job.sh")], env=env, capture_output=True, text=True, timeout=120)
+    # The worker looked the name up (an empty storage has no such study) and said so in one line.
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == (f"torchcell-search: error: study {name!r} not found in "
+                                                   f"{env[_ENV]}; studies there: (none)")
 
 
 def test_out_path_is_written_atomically_over_an_old_script(tmp_path: Path) -> None:
@@ -332,3 +346,40 @@ def test_hydra_launcher_settings_are_the_defaults_and_flags_win(tmp_path: Path,
     assert {"--array=0-1", "--partition=gpu", "--time=01:00:00", "--cpus-per-task=12"} <= directives
     # a GPU request given replaces the file's gres
     assert not any(d.startswith(("--gpus-per-task", "--gres")) for d in directives)
+
+
+@pytest.mark.slurm
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_cluster_task_of_a_dotted_name_joins_its_study_without_showing_the_password(
+    slurm_cluster: SlurmCluster, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from sqlalchemy.engine import make_url
+
+    # A name with every character create allows, and a password holding '/' and a space.
+    name, secret = "exp_003.pair-v2", "Sl4Qx/Wv7Z Kp2M"
+    url = f"postgresql://postgres:{secret}@127.0.0.1:5432/{make_url(pg_url).database}"
+    monkeypatch.setenv(_ENV, url)
+    assert main(["create", "--study", name, "--n-trials", "1", "--epochs", "1", "--data", "demo"]) == 0
+    # The budget is already spent, so each task's worker joins the study and stops at once.
+    optuna.load_study(study_name=name, storage=pg_url).add_trial(optuna.create_trial(
+        value=0.1, params={"heads": 1}, distributions={"heads": CategoricalDistribution([1, 5])}))
+    assert _slurm("--study", name, "--array", "0-1", "--time", "5", "--submit") == 0
+    printed = capsys.readouterr()
+    job = re.search(r"Submitted batch job (\d+)", printed.out).group(1)
+    shown = slurm_cluster.run("scontrol", "-o", "show", "job", job).stdout
+    states = wait_for_job(slurm_cluster, job, timeout=300, task_logs=tmp_path)
+    logs = {p.name: p.read_text() for p in sorted(tmp_path.glob(f"{name}-*.out"))}
+    # The job and its per-task logs carry the name as it is; both tasks ran the worker and exited 0.
+    assert f"JobName={name}" in shown, shown
+    assert sorted(states.values()) == ["COMPLETED"] * 2, f"{states}\n{logs}"
+    assert sorted(logs) == [f"{name}-{job}_{task}.out" for task in (0, 1)]
+    assert all("torchcell-search: task" in text and "error" not in text for text in logs.values()), logs
+    # No piece of the password in the script, the task logs or anything printed.
+    script = (tmp_path / f"{name}.sbatch").read_text()
+    for text in (script, *logs.values(), printed.out, printed.err):
+        assert not any(piece in text for piece in (secret, "Sl4Qx", "Wv7Z", "Kp2M"))
+    assert len(optuna.load_study(study_name=name, storage=pg_url).trials) == 1

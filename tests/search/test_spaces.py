@@ -10,7 +10,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from torchcell_search.errors import ConfigError
-from torchcell_search.search.spaces import Choice, Fixed, Range, SearchSpace, load_space, parse_space
+from torchcell_search.search.spaces import Choice, Fixed, Range, SearchSpace, parse_space
+from torchcell_search.search.sweep_files import load_space
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -112,7 +113,8 @@ def test_wandb_sweep_file(tmp_path: Path) -> None:
     assert space.params["model.kind"] == Fixed("hetero_cell")
     assert space.params["optimizer.lr"] == Range(1e-4, 1e-2, integer=False, log=True)
     assert space.params["model.num_layers"] == Range(2, 6, integer=True)
-    assert space.params["data_module.batch_size"] == Range(16, 128, integer=True, step=16)
+    # W&B's q_uniform rounds a uniform draw to a multiple of q (wandb/sweeps src/sweeps/params.py)
+    assert space.params["data_module.batch_size"] == Range(16, 128, integer=True, q=16)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +124,7 @@ def test_wandb_sweep_file(tmp_path: Path) -> None:
         ("- 1\n- 2\n", "expected a mapping"),
         ("parameters: {}\n", "non-empty"),
         ("parmeters: {heads: {choices: [1]}}\n", "unknown section 'parmeters'"),
-        ("parameters: {model.num_layer: {choices: [2]}}\n", "unknown parameter 'model.num_layer'"),
+        ("parameters: {model.num_layer: {choices: [2]}}\n", "model.num_layer: unknown key.*did you mean model.num_layers"),
         ("parameters: {heads: {choices: []}}\n", "heads: choices are empty"),
         ("parameters: {model.num_layers: {low: 6, high: 2}}\n", "model.num_layers: low 6 is greater than high 2"),
         ("parameters: {model.num_layers: {choices: [2, two]}}\n", "model.num_layers: expected an integer"),
@@ -157,13 +159,13 @@ _values = st.recursive(_scalars, lambda c: st.one_of(st.lists(c, max_size=4),
                                                       st.dictionaries(st.text(max_size=6), c, max_size=4)),
                        max_leaves=12)
 _keys = st.sampled_from(["heads", "model.num_layers", "optimizer.lr", "model.kind", "model.use_roles",
-                         "seed", "bogus", "choices", "low", "high", "step", "log", "values", "min", "max",
+                         "seed", "bogus", "choices", "weights", "low", "high", "step", "log", "q", "mu", "sigma",
                          "distribution", "value", "parameters"])
 _fields = st.dictionaries(_keys, _values, max_size=5)
 _spaces = st.one_of(
     _values,
     st.fixed_dictionaries({"parameters": st.dictionaries(_keys, st.one_of(_values, _fields), max_size=4)},
-                          optional={"method": _values, "metric": _values}),
+                          optional={"sampler": _values, "metric": _values}),
 )
 
 

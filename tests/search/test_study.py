@@ -138,6 +138,44 @@ def test_invalid_options_write_nothing(tmp_path: Path) -> None:
     assert not db.exists()
 
 
+@pytest.mark.parametrize(("name", "problem"), [
+    ("-x", "begins with '-' (a command would read it as an option)"),
+    ("--help", "begins with '-'"),
+    (".hidden", "begins with '.'"),
+    ("fit int", "contains ' ' (whitespace)"),
+    ("fit\tint", "contains '\\t' (whitespace)"),
+    ("a;rm", "contains ';'"),
+    ("$(id)", "contains '$'"),
+    ("x`y`", "contains '`'"),
+    ("pair/v2", "contains '/'"),
+    ("naïve", "contains 'ï'"),
+])
+@pytest.mark.parametrize("command", ["create", "start"])
+def test_names_that_would_break_a_generated_command_are_refused(command: str, name: str, problem: str,
+                                                                tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    from torchcell_search.cli import main
+
+    db = tmp_path / "s.db"
+    assert main([command, f"--study={name}", "--storage", f"sqlite:///{db}", "--epochs", "1"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"torchcell-search: error: --study {name!r}: the name {problem}")
+    assert not db.exists()  # refused before the storage is touched
+
+
+def test_names_of_letters_digits_dots_underscores_and_dashes_are_accepted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for name in ("fit-int", "exp_003.pair-v2", "_scratch", "7"):
+        assert create_study_command(name, url, {})["created"]
+
+
+def test_a_dash_name_from_the_shell_exits_2_with_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    proc = _cli("create", "--study=-x", "--storage", f"sqlite:///{db}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "begins with '-'" in proc.stderr
+    assert not db.exists()
+
+
 def test_unknown_study_lists_the_studies_there(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     create_study_command("alpha", url, {})
@@ -228,7 +266,10 @@ def test_start_runs_trials_and_stores_results(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("workers", [2, 4])
 def test_concurrent_workers_finish_exactly_the_budget(pg_url: str, tmp_path: Path, workers: int) -> None:
-    create_study_command("par", pg_url, {**TINY, "epochs": 1, "n_trials": 6, "sampler": "random",
+    # nine points for a budget of six: a spent discrete space would stop the study early
+    space = {"parameters": {**TINY_SPACE["parameters"], "model.num_layers": {"choices": [1, 2, 3]},
+                            "optimizer.lr": {"choices": [1e-3, 3e-3, 1e-2]}}}
+    create_study_command("par", pg_url, {**TINY, "space": space, "epochs": 1, "n_trials": 6, "sampler": "random",
                                          "artifacts": str(tmp_path / "art")})
     env = {"TORCHCELL_SEARCH_STORAGE": pg_url}
     procs = [subprocess.Popen([sys.executable, "-m", "torchcell_search.cli", "worker", "--study", "par"],
@@ -237,7 +278,8 @@ def test_concurrent_workers_finish_exactly_the_budget(pg_url: str, tmp_path: Pat
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     trials = optuna.load_study(study_name="par", storage=pg_url).trials
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                and "duplicate_of" not in t.user_attrs]  # a repeated draw is answered, not trained
     # exactly the budget finished, every trial number once
     assert len(finished) == 6
     numbers = [t.number for t in trials]
@@ -294,11 +336,14 @@ def test_multi_objective_start_returns_the_pareto_set(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     objectives = ["val/fitness/MSE", "val/gene_interaction/Pearson"]
-    status = start_command("mo", url, {**TINY, "epochs": 1, "n_trials": 3, "sampler": "random",
-                                       "objective": objectives})
+    # three points for three trials: a spent discrete space would stop the study early
+    space = {"parameters": {**TINY_SPACE["parameters"], "model.num_layers": {"choices": [1, 2, 3]}}}
+    status = start_command("mo", url, {**TINY, "space": space, "epochs": 1, "n_trials": 3, "sampler": "random",
+                                       "objective": objectives}, jobs=1)
     study = optuna.load_study(study_name="mo", storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 3
+    # a repeated draw is answered from its twin (duplicate_of), not trained: three trained trials
+    assert len([t for t in complete if "duplicate_of" not in t.user_attrs]) == 3
     # each trial holds one value per objective: the metrics at its best epoch; nothing is pruned
     for t in complete:
         assert t.values == [t.user_attrs["best"][o] for o in objectives] and not t.intermediate_values

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from torchcell_search.errors import ConfigError
+from torchcell_search.search.pruners import WandbHyperbandPruner
 from torchcell_search.search.spaces import Choice, Fixed, Quantile, Range, SearchSpace
 from torchcell_search.search.sweep_files import TORCHCELL_OBJECTIVES, read_sweep_file
 
@@ -73,7 +74,7 @@ def test_hydra_optuna_sweep_is_the_whole_run(conf: Path) -> None:
     assert (o["epochs"], o["subset"], o["n_trials"], o["sampler"], o["seed"]) == (20, 25000, 112, "tpe", 42)
     assert o["directions"] == ["minimize", "maximize"] and o["objectives"] == list(TORCHCELL_OBJECTIVES)
     assert o["launcher"] == {"partition": "mmli", "cpus_per_task": 12, "mem_gb": 100, "timeout_min": 10080,
-                             "gres": "gpu:1", "tasks_per_node": 1, "nodes": 1, "n_jobs": 4}
+                             "gres": "gpu:1", "n_jobs": 4}  # nodes 1, tasks_per_node 1: each array task
     # one notice line naming the machinery keys and the other machine's storage and study name
     (line,) = sweep.notices
     for key in ("wandb.*", "profiler.is_pytorch", "data_module.num_workers", "model.gene_num", "trainer.accelerator",
@@ -178,7 +179,7 @@ def test_one_searched_placeholder_fans_out_through_interpolations(tmp_path: Path
     ("heads", "choice(1, 5, 10)", Choice((1, 5, 10))),
     ("optimizer.lr", "tag(log, interval(1e-6, 1))", Range(1e-6, 1.0, integer=False, log=True)),
     ("model.num_layers", "int(interval(1, 10))", Range(1, 10, integer=True)),
-    ("model.num_layers", "range(1, 5)", Range(1, 5, integer=True, step=1)),
+    ("model.num_layers", "range(1, 5)", Range(1, 5, integer=True)),
     ("model.dropout", "range(0.0, 0.5, step=0.1)", Range(0.0, 0.5, integer=False, step=0.1)),
     ("model.num_layers", "shuffle(range(1, 4))", Choice((1, 2, 3))),
     ("model.dropout", "interval(0, 0.5)", Range(0.0, 0.5, integer=False)),
@@ -197,7 +198,8 @@ def test_sweep_grammar_converts_like_the_optuna_sweeper(tmp_path: Path, key: str
     ({"values": ["1e-3", "1e-2"]}, lambda v: v in (1e-3, 1e-2)),
     ({"value": "1e-3"}, lambda v: v == 1e-3),
     ({"distribution": "constant", "value": 0.5}, lambda v: v == 0.5),
-    ({"distribution": "categorical", "values": [0.1, 0.2], "probabilities": [0.5, 0.5]}, lambda v: v in (0.1, 0.2)),
+    ({"distribution": "categorical_w_probabilities", "values": [0.1, 0.2], "probabilities": [0.5, 0.5]},
+     lambda v: v in (0.1, 0.2)),
     ({"min": "1e-4", "max": "1e-2"}, lambda v: 1e-4 <= v <= 1e-2),
     ({"distribution": "uniform", "min": 0.1, "max": 0.2}, lambda v: 0.1 <= v <= 0.2),
     ({"distribution": "q_uniform", "min": 0.1, "max": 0.5, "q": 0.1}, lambda v: math.isclose(v * 10, round(v * 10))),
@@ -247,7 +249,8 @@ def test_early_terminate_and_run_cap_become_the_pruner_and_budget(tmp_path: Path
         "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3}, "run_cap": 7,
         "program": "train.py", "parameters": {"model": {"parameters": {"num_layers": {"values": [1, 2]}}}}})
     sweep = read_sweep_file(path)
-    assert sweep.options == {"pruner": "hyperband", "pruner_min_resource": 2, "pruner_reduction_factor": 3,
+    # W&B's defaults filled (schema.json hyperband_stopping: eta 3, strict true)
+    assert sweep.options == {"pruner": "wandb_hyperband", "wandb_hyperband": {"min_iter": 2, "eta": 3, "strict": True},
                              "n_trials": 7}
     # TorchCell's logged name of the z-scored pooled labels is our val/combined/MSE
     assert sweep.space.metric == {"name": "val/combined/MSE", "goal": "minimize"}
@@ -255,8 +258,8 @@ def test_early_terminate_and_run_cap_become_the_pruner_and_budget(tmp_path: Path
     from torchcell_search.search.study import _make_pruner, build_study_config
 
     pruner = _make_pruner(build_study_config({"space": str(path), "epochs": 9}))
-    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
-    assert (pruner._min_resource, pruner._reduction_factor) == (2, 3)
+    # min_iter bands: min_iter * eta**i (wandb/sweeps hyperband_stopping.py)
+    assert isinstance(pruner, WandbHyperbandPruner) and pruner.bands[:3] == [2, 6, 18] and pruner.strict
 
 
 # --- refusals: one line naming the file and the full dotted key --------------------------------------
@@ -328,28 +331,39 @@ def test_every_key_of_torchcell_files_is_in_the_docs_and_the_table(conf: Path) -
                 assert _rule(key) is not None or key in parameter_keys(), (path.name, key)
 
 
+_PMA_SWEEP = (
+    "defaults:\n  - hetero_cell_isab\n  - override hydra/sweeper: optuna\n"
+    "  - override hydra/launcher: submitit_slurm\n  - _self_\n"
+    "hydra:\n  sweeper:\n    sampler:\n      _target_: optuna.samplers.TPESampler\n      seed: 42\n"
+    "    direction: [\"minimize\", \"maximize\"]\n    n_trials: 100\n    n_jobs: 4\n    params:\n"
+    "      model.num_layers: choice(2, 3, 4, 5)\n"
+    "      regression_task.lambda_dist: tag(log, interval(1e-6, 1))\n"
+    "      heads: choice(4, 8)\n")
+
+
 def test_a_family_sweep_over_another_base_config(conf: Path, tmp_path: Path) -> None:
-    # TorchCell's PMA sweep lists hetero_cell_isab (ISAB/PMA readout) as its base, with a log
-    # interval and a boolean choice: the family beyond the two sweep files of the fixtures.
+    # TorchCell's PMA sweep lists hetero_cell_isab as its base and runs with the PMA script
+    # (its name says so): the model is one PMA block, whatever the base's aggregator keys say.
     for name in ("default.yaml", "hetero_cell_isab.yaml"):
         (tmp_path / name).write_text((conf / name).read_text())
-    path = _write(tmp_path, "igb_optuna-hetero_cell_pma-sweep_2.5e4.yaml", (
-        "defaults:\n  - hetero_cell_isab\n  - override hydra/sweeper: optuna\n"
-        "  - override hydra/launcher: submitit_slurm\n  - _self_\n"
-        "hydra:\n  sweeper:\n    sampler:\n      _target_: optuna.samplers.TPESampler\n      seed: 42\n"
-        "    direction: [\"minimize\", \"maximize\"]\n    n_trials: 100\n    n_jobs: 4\n    params:\n"
-        "      model.num_layers: choice(2, 3, 4, 5)\n"
-        "      regression_task.lambda_dist: tag(log, interval(1e-6, 1))\n"
-        "      model.global_aggregator_config.use_isab: choice(false, true)\n"
-        "      heads: choice(4, 8)\n"))
+    path = _write(tmp_path, "igb_optuna-hetero_cell_pma-sweep_2.5e4.yaml", _PMA_SWEEP)
     sweep = read_sweep_file(path)
     p = sweep.space.params
     assert p["regression_task.lambda_dist"] == Range(1e-6, 1.0, integer=False, log=True)
-    assert p["model.global_aggregator_config.use_isab"] == Choice((False, True))
+    assert p["model.pooling"] == Fixed("pma") and p["model.global_aggregator_config.layer_norm"] == Fixed(True)
     # ${heads} reaches the pooling's heads too: one sampled value for both settings
     assert sweep.space.links["heads"] == ("model.global_aggregator_config.heads",)
-    assert p["model.global_aggregator_config.num_induced_points"] == Fixed(100)
+    # the ISAB keys of the base are not read by TorchCell's PMA model: dropped and named
+    assert "model.global_aggregator_config.num_induced_points" not in p
+    (line,) = [n for n in sweep.notices if "hetero_cell_pma script" in n]
+    assert "model.global_aggregator_config.num_induced_points" in line and "use_isab" in line
     assert (sweep.options["epochs"], sweep.options["n_trials"]) == (300, 100)
+    # searching a key that model does not read is refused, naming it
+    _write(tmp_path, "igb_optuna-hetero_cell_pma-sweep_2.5e4.yaml",
+           _PMA_SWEEP + "      model.global_aggregator_config.use_isab: choice(false, true)\n")
+    with pytest.raises(ConfigError, match="model.global_aggregator_config.use_isab: searched, but TorchCell's "
+                                          "hetero_cell_pma model does not read it"):
+        read_sweep_file(path)
 
 
 # --- the rest of TorchCell's family (synthetic files shaped like its later configs) ---------------
@@ -393,7 +407,7 @@ def _family_run(**sections: object) -> dict:
 def test_family_machinery_keys_are_named_not_used(tmp_path: Path, extra: dict, unused: str) -> None:
     plain = read_sweep_file(_write(tmp_path / "plain", "run.yaml", _family_run()))
     sweep = read_sweep_file(_write(tmp_path / "family", "run.yaml", _family_run(**extra)))
-    (line,) = sweep.notices
+    (line,) = [n for n in sweep.notices if "not used here" in n]
     assert unused in line and line.startswith(str(tmp_path / "family" / "run.yaml"))
     # the keys change nothing: the same space and options as the file without them
     assert sweep.space.to_dict() == plain.space.to_dict() and sweep.options == plain.options
@@ -418,6 +432,8 @@ def test_family_machinery_keys_are_named_not_used(tmp_path: Path, extra: dict, u
     ({"regression_task__lambda_cell": 0.5}, "regression_task.lambda_cell", "loss term"),
     ({"transforms": {"use_transforms": True}}, "transforms.use_transforms", "standardize_labels"),
     ({"model__brand_new_block": {"width": 3}}, "model.brand_new_block.width", "refused rather than ignored"),
+    # one line under 300 characters: the key, close matches, where every key is listed
+    ({"model__num_layer": 3}, "model.num_layer", "did you mean model.num_layers"),
 ])
 def test_family_keys_that_change_the_model_are_refused(tmp_path: Path, extra: dict, key: str, why: str) -> None:
     path = _write(tmp_path, "run.yaml", _family_run(**extra))
@@ -453,3 +469,183 @@ def test_every_rule_of_the_table_is_in_the_docs() -> None:
         last = pattern.rsplit(".", 1)[-1]
         section = pattern.split(".", 1)[0]
         assert any(f"`{name}`" in doc for name in (pattern, last, f"{section}.*")), pattern
+
+
+# --- issue 20: every W&B / Hydra setting means what its tool defines ------------------------------
+
+
+def _wandb_file(tmp_path: Path, params: dict, **top: object) -> Path:
+    return _write(tmp_path, "sweep.yaml", {**top, "parameters": params})
+
+
+@pytest.mark.parametrize(("settings", "bands"), [
+    ({"max_iter": 27, "s": 2, "eta": 3}, [3, 9]),  # W&B's first band is at 3
+    ({"max_iter": 81, "s": 3}, [3, 9, 27]),  # eta defaults to 3
+    ({"max_iter": 5, "s": 2, "eta": 2}, [1, 2]),  # hyperband_stop_runs' docstring example
+])
+def test_hyperband_bands_are_wandbs(tmp_path: Path, settings: dict, bands: list) -> None:
+    from torchcell_search.search.study import _make_pruner, build_study_config
+
+    path = _wandb_file(tmp_path, {"heads": {"values": [1, 5]}}, metric={"name": "val/fitness/MSE"},
+                       early_terminate={"type": "hyperband", **settings})
+    pruner = _make_pruner(build_study_config({"space": str(path), "epochs": 30}))
+    assert isinstance(pruner, WandbHyperbandPruner) and pruner.bands == bands and pruner.strict
+
+
+def test_grid_without_run_cap_runs_every_grid_point(tmp_path: Path) -> None:
+    from torchcell_search.search.study import build_study_config
+
+    path = _wandb_file(tmp_path, {"model.num_layers": {"values": [2, 3, 4, 5, 6, 7]},
+                                  "regression_task.lambda_dist": {"values": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}},
+                       method="grid")
+    # 6 x 7 = 42 points, not the default trial count (8 on the demo data)
+    assert build_study_config({"space": str(path)}).n_trials == 42
+    # int_uniform is range(min, max + 1), q_uniform np.arange(min, max, q) (wandb/sweeps grid_search.py)
+    path = _wandb_file(tmp_path, {"model.num_layers": {"min": 2, "max": 4},
+                                  "model.dropout": {"distribution": "q_uniform", "min": 0.0, "max": 0.3, "q": 0.1}},
+                       method="grid")
+    sweep = read_sweep_file(path)
+    grid = sweep.space.grid()
+    assert grid["model.num_layers"] == [2, 3, 4] and grid["model.dropout"] == pytest.approx([0.0, 0.1, 0.2])
+    assert sweep.options["n_trials"] == 9
+    # a grid over weighted values is refused, as W&B's grid refuses probabilities
+    path = _wandb_file(tmp_path, {"model.norm": {"values": ["layer", "batch"], "probabilities": [0.5, 0.5]}},
+                       method="grid")
+    with pytest.raises(ConfigError, match="model.norm: weighted choices have no grid"):
+        read_sweep_file(path)
+
+
+def test_int_uniform_on_a_float_key_draws_integers(tmp_path: Path) -> None:
+    path = _wandb_file(tmp_path, {"regression_task.lambda_dist": {"distribution": "int_uniform", "min": 0, "max": 3}})
+    values = [v["regression_task.lambda_dist"] for v in _sample(read_sweep_file(path).space, n=40)]
+    assert all(isinstance(v, float) and v.is_integer() for v in values) and set(values) == {0.0, 1.0, 2.0, 3.0}
+    with pytest.raises(ConfigError, match="int_uniform takes integer min and max"):
+        read_sweep_file(_wandb_file(tmp_path, {"model.dropout": {"distribution": "int_uniform", "min": 0.5, "max": 3}}))
+
+
+def test_q_uniform_rounds_to_multiples_of_q_not_steps_from_min(tmp_path: Path) -> None:
+    # W&B: round(uniform(min, max) / q) * q; 0.05 + k * 0.1 would never be a multiple of 0.1
+    path = _wandb_file(tmp_path, {"model.dropout": {"distribution": "q_uniform", "min": 0.05, "max": 0.45, "q": 0.1},
+                                  "data_module.batch_size": {"distribution": "q_uniform", "min": 10, "max": 70,
+                                                             "q": 16}})
+    samples = _sample(read_sweep_file(path).space, n=60)
+    dropouts = [v["model.dropout"] for v in samples]
+    assert all(math.isclose(d * 10, round(d * 10), abs_tol=1e-9) for d in dropouts)
+    assert {round(d, 9) for d in dropouts} <= {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
+    sizes = [v["data_module.batch_size"] for v in samples]
+    assert all(isinstance(b, int) and b % 16 == 0 for b in sizes) and set(sizes) <= {16, 32, 48, 64}
+
+
+def test_metric_without_goal_is_minimised_with_a_notice(tmp_path: Path) -> None:
+    from torchcell_search.search.study import build_study_config
+
+    path = _wandb_file(tmp_path, {"heads": {"values": [1, 5]}}, metric={"name": "val/gene_interaction/Pearson"})
+    sweep = read_sweep_file(path)
+    # schema.json: metric.goal defaults to minimize, even for a correlation
+    assert sweep.space.metric["goal"] == "minimize"
+    assert any("metric.goal not given" in n and "W&B's default" in n for n in sweep.notices)
+    assert build_study_config({"space": str(path)}).direction == "minimize"
+
+
+def test_categorical_w_probabilities_draws_with_the_weights(tmp_path: Path) -> None:
+    path = _wandb_file(tmp_path, {"model.norm": {"values": ["layer", "batch"], "probabilities": [0.9, 0.1]}})
+    space = read_sweep_file(path).space
+    assert space.params["model.norm"] == Choice(("layer", "batch"), (0.9, 0.1))
+    # W&B's ppf: values[argmin(u >= cumsum(p))]
+    assert (space.params["model.norm"].pick(0.85), space.params["model.norm"].pick(0.95)) == ("layer", "batch")
+    norms = [v["model.norm"] for v in _sample(space, n=300)]
+    assert 0.8 < norms.count("layer") / len(norms) < 0.97
+    # W&B's plain categorical takes no probabilities (schema additionalProperties: false)
+    with pytest.raises(ConfigError, match="model.norm: W&B's categorical takes no probabilities"):
+        read_sweep_file(_wandb_file(tmp_path, {"model.norm": {
+            "distribution": "categorical", "values": ["layer", "batch"], "probabilities": [0.9, 0.1]}}))
+
+
+def test_a_run_config_that_searches_nothing_makes_one_trial(conf: Path) -> None:
+    from torchcell_search.search.study import build_study_config
+
+    sweep = read_sweep_file(conf / "hetero_cell.yaml")
+    assert sweep.options["n_trials"] == 1 and any("searches nothing: one trial" in n for n in sweep.notices)
+    assert build_study_config({"space": str(conf / "hetero_cell.yaml")}).n_trials == 1
+    # a flag still wins
+    assert build_study_config({"space": str(conf / "hetero_cell.yaml"), "n_trials": 3}).n_trials == 3
+
+
+def test_hydra_fixed_scalars_of_every_type_are_overrides(tmp_path: Path) -> None:
+    # hydra-optuna-sweeper builds f"{k}={v}": 2 is an int, true a bool, 1e-05 a float
+    path = _write(tmp_path, "run.yaml", (
+        "model:\n  num_layers: 3\n  prediction_head_config:\n    residual: false\n"
+        "regression_task:\n  optimizer:\n    lr: 0.1\n"
+        "hydra:\n  sweeper:\n    params:\n      model.num_layers: 2\n"
+        "      model.prediction_head_config.residual: true\n      regression_task.optimizer.lr: 1.0e-5\n"))
+    p = read_sweep_file(path).space.params
+    assert p["model.num_layers"] == Fixed(2) and p["model.prediction_head_config.residual"] == Fixed(True)
+    assert p["optimizer.lr"] == Fixed(1e-5)
+
+
+def test_package_group_header_is_the_group(tmp_path: Path) -> None:
+    _write(tmp_path, "model/deep.yaml", "# @package _group_\nnum_layers: 5\n")
+    _write(tmp_path, "model/wide.yaml", "# @package _global_.model\nhidden_channels: 32\n")
+    path = _write(tmp_path, "run.yaml", "defaults:\n  - model: deep\n  - model@model: wide\n  - _self_\n")
+    sweep = read_sweep_file(path)
+    assert sweep.space.params["model.num_layers"] == Fixed(5)
+    assert sweep.space.params["model.hidden_channels"] == Fixed(32)
+    (line,) = [n for n in sweep.notices if "not used here" in n]
+    assert "deep.yaml: @package _group_" in line and "version_base" in line
+
+
+def test_submitit_settings_are_used_or_named(tmp_path: Path) -> None:
+    launcher = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                "partition": "gpu", "nodes": 2, "tasks_per_node": 4, "mem_gb": 8, "array_parallelism": 3,
+                "qos": "high"}
+    path = _write(tmp_path, "run.yaml", {"model": {"num_layers": 2}, "hydra": {"launcher": launcher}})
+    sweep = read_sweep_file(path)
+    assert sweep.options["launcher"] == {"partition": "gpu", "mem_gb": 8}
+    (line,) = [n for n in sweep.notices if "not used here" in n]
+    for key in ("hydra.launcher.nodes", "hydra.launcher.tasks_per_node", "hydra.launcher.array_parallelism",
+                "hydra.launcher.qos"):
+        assert key in line
+    # nodes: 1 and tasks_per_node: 1 are what each array task is: nothing to name
+    launcher.update(nodes=1, tasks_per_node=1)
+    sweep = read_sweep_file(_write(tmp_path, "run.yaml", {"model": {"num_layers": 2}, "hydra": {"launcher": launcher}}))
+    assert "hydra.launcher.nodes" not in " ".join(sweep.notices)
+
+
+def test_hydra_grid_runs_at_most_its_points(tmp_path: Path) -> None:
+    path = _write(tmp_path, "run.yaml", {"model": {"num_layers": 2}, "hydra": {"sweeper": {
+        "sampler": {"_target_": "optuna.samplers.GridSampler"}, "n_trials": 50,
+        "params": {"model.num_layers": "choice(2, 3, 4)"}}}})
+    assert read_sweep_file(path).options["n_trials"] == 3
+
+
+def test_unknown_key_message_is_short_and_actionable(tmp_path: Path) -> None:
+    path = _wandb_file(tmp_path, {"model.num_layerz": {"values": [2]}, "zzz.bad": {"values": [1]},
+                                  **{f"model.{k}": {"values": [1]} for k in ("num_layers",)}})
+    with pytest.raises(ConfigError) as info:
+        read_sweep_file(path)
+    message = str(info.value)
+    # the first bad key in the file, at most three close matches, the docs, one line under 300 characters
+    assert message.startswith(f"{path}: model.num_layerz: ") and "did you mean model.num_layers" in message
+    assert len(message.split("did you mean ")[1].split("?")[0].split(", ")) <= 3 and "docs/torchcell-keys.md" in message
+    assert len(message) - len(str(path)) < 300 and "\n" not in message
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_key_means_the_same_in_flat_and_nested_files(tmp_path: Path, nested: bool) -> None:
+    params = {"trainer.max_epochs": {"value": 7}, "heads": {"values": [1, 5]}}
+    if nested:
+        params = {"trainer": {"parameters": {"max_epochs": {"value": 7}}}, "heads": {"values": [1, 5]}}
+    path = _wandb_file(tmp_path, params, metric={"name": "val/transformed/combined/MSE", "goal": "minimize"})
+    sweep = read_sweep_file(path)
+    assert sweep.options["epochs"] == 7
+    # TorchCell's transformed name is mapped in flat files too
+    assert sweep.space.metric["name"] == "val/combined/MSE"
+
+
+def test_a_bad_metric_name_names_the_file_and_metric_name(tmp_path: Path) -> None:
+    from torchcell_search.search.study import build_study_config
+
+    path = _wandb_file(tmp_path, {"heads": {"values": [1, 5]}}, metric={"name": "val/accuracy", "goal": "maximize"})
+    with pytest.raises(ConfigError) as info:
+        build_study_config({"space": str(path)})
+    assert str(info.value).startswith(f"{path}: metric.name 'val/accuracy'") and "--objective" not in str(info.value)

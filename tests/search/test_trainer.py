@@ -158,6 +158,7 @@ def test_train_command_rejects_unknown_keys_with_exit_2(capsys):
     assert err.count("\n") == 1 and "model.depth" in err
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("kind", ["hetero_cell", "perturbation_set"])
 def test_default_demo_run_learns_the_planted_interactions(capsys, kind):
     # The must-show of `torchcell-search train --data demo --json`: its defaults (6 epochs,
@@ -206,6 +207,89 @@ def test_a_cpu_checkpoint_records_no_cuda_state(demo):
     assert checkpoints[0]["cuda_rng"] is None and checkpoints[0]["rng"].dtype == torch.uint8
 
 
+# --- one checkpoint, any device: the loss scaler and random states cross devices ---------------
+
+
+def _enabled_cpu_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """The stand-in for a CUDA worker's mixed-precision scaler: an enabled scaler on the CPU."""
+    return torch.amp.GradScaler("cpu")
+
+
+def _history_without_times(result):
+    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in result.history]
+
+
+def _same_history(a, b) -> bool:
+    """Histories equal to the rounding a loss scale moves (measured: relative 3e-5 at most on
+    these runs); a resume that lost the model, optimizer or random state is off by far more."""
+    return len(a.history) == len(b.history) and all(
+        ra.keys() == rb.keys() and all(ra[k] == pytest.approx(rb[k], rel=1e-3, abs=1e-5) for k in ra if k != "epoch_seconds")
+        for ra, rb in zip(a.history, b.history))
+
+
+def test_a_cpu_checkpoint_resumes_under_an_enabled_loss_scaler(demo, monkeypatch):
+    from torchcell_search.search import trainer
+
+    dataset, split = demo
+    cfg = _cfg(**{"model.dropout": 0.1})
+    checkpoints = []
+    full = train(dataset, split, cfg, checkpoint_callback=checkpoints.append)
+    assert checkpoints[0]["scaler"] == {}  # a CPU run has no loss scale to save
+    # a GPU worker picks the trial up: its scaler is enabled (torch refuses to load {} into one)
+    monkeypatch.setattr(trainer, "_grad_scaler", _enabled_cpu_scaler)
+    resumed = train(dataset, split, cfg, checkpoint=checkpoints[0])
+    # it goes on from epoch 0's state: the uninterrupted run's figures, to the scale's rounding
+    assert _same_history(resumed, full)
+
+
+def test_a_mixed_precision_checkpoint_resumes_on_the_cpu(demo, monkeypatch):
+    from torchcell_search.search import trainer
+
+    dataset, split = demo
+    cfg = _cfg(**{"model.dropout": 0.1})
+    checkpoints = []
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "_grad_scaler", _enabled_cpu_scaler)
+        full = train(dataset, split, cfg, checkpoint_callback=checkpoints.append)
+    scale = checkpoints[0]["scaler"]
+    assert scale["scale"] == 65536.0 and scale["_growth_tracker"] > 0  # the scaler's own state
+    # a CPU worker (its scaler disabled) resumes it and lands where the uninterrupted run did
+    resumed = train(dataset, split, cfg, checkpoint=checkpoints[0])
+    assert _same_history(resumed, full)
+
+
+def test_an_enabled_scaler_restores_a_saved_scale_and_keeps_its_own_for_an_empty_one():
+    from torchcell_search.search.trainer import _load_scaler_state
+
+    saved = {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+             "_growth_tracker": 7}
+    enabled = torch.amp.GradScaler("cpu")
+    _load_scaler_state(enabled, saved)
+    assert enabled.state_dict() == saved
+    fresh = torch.amp.GradScaler("cpu")
+    _load_scaler_state(fresh, {})
+    _load_scaler_state(fresh, None)
+    assert fresh.get_scale() == 65536.0
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    _load_scaler_state(disabled, saved)  # a CPU worker: nothing to restore, no error
+    assert disabled.state_dict() == {}
+
+
+def test_a_checkpoint_read_back_from_disk_resumes_exactly(demo, tmp_path):
+    from torchcell_search.storage.artifacts import save_atomic
+
+    dataset, split = demo
+    cfg = _cfg(**{"model.dropout": 0.1})
+    checkpoints = []
+    full = train(dataset, split, cfg, checkpoint_callback=checkpoints.append)
+    save_atomic(checkpoints[0], tmp_path / "c.pt")
+    # as a worker reads it: onto the CPU whatever device wrote it, then onto its own device
+    loaded = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=False)
+    assert all(t.device.type == "cpu" for t in loaded["model"].values())
+    resumed = train(dataset, split, cfg, checkpoint=loaded)
+    assert _history_without_times(resumed) == _history_without_times(full)
+
+
 @pytest.mark.cuda
 def test_resuming_on_cuda_matches_an_uninterrupted_run_only_with_the_cuda_state(demo):
     from services import require_cuda
@@ -224,6 +308,41 @@ def test_resuming_on_cuda_matches_an_uninterrupted_run_only_with_the_cuda_state(
     # different dropout stream changes
     assert [r[key] for r in resumed.history] == pytest.approx([r[key] for r in full.history], rel=1e-3)
     assert [r[key] for r in without.history[1:]] != pytest.approx([r[key] for r in full.history[1:]], rel=1e-3)
+
+
+@pytest.mark.cuda
+def test_a_trial_checkpointed_on_the_cpu_resumes_on_cuda_and_back(demo, monkeypatch, tmp_path):
+    from services import require_cuda
+
+    from torchcell_search.storage.artifacts import save_atomic
+
+    require_cuda()
+    dataset, split = demo
+    cfg = _cfg(**{"model.dropout": 0.1, "trainer.device": "auto"})  # a study's device: auto
+
+    def through_disk(checkpoint):  # as a worker reads another's epoch checkpoint
+        save_atomic(checkpoint, tmp_path / "c.pt")
+        return torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=False)
+
+    on_cpu = []
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: False)  # a CPU node: auto is the CPU
+        all_cpu = train(dataset, split, cfg, checkpoint_callback=on_cpu.append)
+    assert all_cpu.device == "cpu" and on_cpu[0]["scaler"] == {} and on_cpu[0]["cuda_rng"] is None
+    # a GPU node picks the trial up after epoch 0: its enabled scaler starts fresh
+    on_gpu = []
+    gpu = train(dataset, split, cfg, checkpoint=through_disk(on_cpu[0]), checkpoint_callback=on_gpu.append)
+    assert gpu.device.startswith("cuda") and gpu.stopped_reason is None
+    assert on_gpu[0]["scaler"]["scale"] > 0 and on_gpu[0]["cuda_rng"] is not None
+    # ... and a CPU node takes it back after epoch 1, from a checkpoint holding CUDA tensors
+    assert next(iter(on_gpu[0]["model"].values())).device.type == "cuda"
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: False)
+        back = train(dataset, split, cfg, checkpoint=through_disk(on_gpu[0]))
+    assert back.device == "cpu" and [r["epoch"] for r in back.history] == [0, 1, 2]
+    # each leg went on from the one before: the finished epochs are carried over as they were
+    assert gpu.history[0] == all_cpu.history[0] and back.history[1] == gpu.history[1]
+    assert all(math.isfinite(v) for row in back.history for v in row.values())
 
 
 @pytest.mark.cuda
@@ -369,3 +488,36 @@ def test_train_command_with_the_torchcell_options(capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out["history"]) == 2 and all(math.isfinite(r["val/combined/Pearson"]) for r in out["history"])
     assert out["history"][0]["lr"] == 1e-3  # plateau: no warmup, no cosine; TorchCell's patience 3 not reached
+
+
+def test_train_loss_is_the_mean_over_the_scored_records_with_profile_inputs(monkeypatch):
+    # With model.gene_inputs=profile only records with a hidden gene are scored; each batch's
+    # loss is a mean over those, so the epoch's train/loss weighs it by them (not the batch size).
+    from torchcell_search.model.losses import CompositeLoss
+
+    dataset, split = prepare_data("demo", subset=None, split="gene", seed=0, cache_dir=None)
+    steps: list[tuple[float, int]] = []
+    forward = CompositeLoss.forward
+
+    def recording(self, pred, target, z_p):
+        loss, terms = forward(self, pred, target, z_p)
+        if torch.is_grad_enabled():  # training steps; the val loss runs under no_grad
+            steps.append((float(loss), int(torch.isfinite(target).any(1).sum())))
+        return loss, terms
+
+    monkeypatch.setattr(CompositeLoss, "forward", recording)
+    cfg = _cfg(**{"model.kind": "perturbation_set", "model.gene_inputs": "profile", "model.num_layers": 1,
+                  "trainer.max_epochs": 1})
+    result = train(dataset, split, cfg)
+    scored = sum(n for _, n in steps)
+    assert 0 < scored < len(split.train)  # some records were not scored: the case in question
+    assert result.history[0]["train/loss"] == pytest.approx(sum(v * n for v, n in steps) / scored, rel=1e-6)
+
+
+def test_a_given_direction_overrides_the_one_the_metric_name_suggests(demo):
+    dataset, split = demo
+    result = train(dataset, split, _cfg(), objective="val/gene_interaction/Pearson", direction="minimize")
+    values = [row["val/gene_interaction/Pearson"] for row in result.history]
+    assert result.best_epoch == int(np.argmin(values)) != int(np.argmax(values))
+    with pytest.raises(ConfigError, match="direction"):
+        train(dataset, split, _cfg(), direction="up")

@@ -58,6 +58,8 @@ def test_every_url_form_passes_unchanged(url: str) -> None:
     ("postgresql+asyncpg://u:secret@h/db", "driver 'asyncpg' is not supported"),
     ("not a url", "does not parse"),
     ("sqlite://", "in-memory"),
+    # SQLAlchemy would end the password at the first '@' and try host 'word@h'
+    ("postgresql://u:secret@word@h/db", "raw '@'.*percent-encode it as %40"),
 ])
 def test_bad_urls_raise_config_error_without_password(url: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:

@@ -77,6 +77,7 @@ def refresh_dashboard(study: optuna.Study, *,
         gid = GRAPH_ID_PREFIX + name
         save_plotly_graph_object(study, _compact(fig), graph_object_id=gid)
         rendered[gid] = fig.to_json()
+    rendered.update(_save_fidelity_figure(study))
     stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
     for gid, text in rendered.items():
         try:
@@ -84,6 +85,17 @@ def refresh_dashboard(study: optuna.Study, *,
         except ValueError:
             _logger.warning("figure %s was torn by a concurrent refresh; writing it again", gid)
             save_plotly_graph_object(study, go.Figure(json.loads(text)), graph_object_id=gid)
+
+
+def _save_fidelity_figure(study: optuna.Study) -> dict[str, str]:
+    """A fidelity study's rank correlations between rungs, as one more figure; none for a plain study."""
+    from torchcell_search.dashboards.fidelity import FIDELITY_FIGURE, fidelity_figure, is_fidelity_study
+
+    if not is_fidelity_study(study):
+        return {}
+    fig = fidelity_figure(study)
+    save_plotly_graph_object(study, _compact(fig), graph_object_id=GRAPH_ID_PREFIX + FIDELITY_FIGURE)
+    return {GRAPH_ID_PREFIX + FIDELITY_FIGURE: fig.to_json()}
 
 
 def stored_figures(study: optuna.Study) -> dict[str, dict]:

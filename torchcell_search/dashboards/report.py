@@ -47,7 +47,7 @@ table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.pruned td { color: #888; } tr.best td { font-weight: 600; }
+tr.pruned td { color: #888; } tr.warning td { color: #b00; } tr.best td { font-weight: 600; }
 .figure { margin: 12px 0 28px; }
 """
 
@@ -125,6 +125,29 @@ def _trial_rows(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[list[st
     return head, rows, classes
 
 
+def _ensemble_section(study: optuna.Study, artifact_store: Any) -> str:
+    """The study's ensemble (its recipe's, else the 3 best configurations) beside its best single trial."""
+    from torchcell_search.errors import StudyError
+    from torchcell_search.search.ensemble import ensemble_summary
+
+    cfg = study.user_attrs.get("torchcell_search") or {}
+    k, diversity = int(cfg.get("ensemble") or 1), str(cfg.get("ensemble_diversity") or "configs")
+    if k < 2:
+        k, diversity = 3, "configs"
+    head = ["model"] + list(_TABLE_METRICS)
+    try:
+        if artifact_store is None:
+            raise StudyError("no artifact store")
+        summary = ensemble_summary(study, study._storage, artifact_store, k=k, diversity=diversity)
+    except StudyError as e:
+        return f"<h2>Ensemble</h2><p id='ensemble'>No ensemble of {k} ({html.escape(diversity)}): {html.escape(str(e))}</p>"
+    single = summary["best_single"]
+    rows = [[f"best trial #{single['trial']}"] + [single[m.split("/")[0]].get(m) for m in _TABLE_METRICS],
+            [f"ensemble of {k} ({diversity}): " + ", ".join(f"#{n}" for n in summary["members"])]
+            + [summary[m.split("/")[0]].get(m) for m in _TABLE_METRICS]]
+    return "<h2>Ensemble</h2>" + _table(head, rows, table_id="ensemble")
+
+
 def render_report(study: optuna.Study, *, storage_label: str = "",
                   artifact_store: optuna.artifacts.FileSystemArtifactStore | None = None) -> str:
     """The report of ``study`` as one HTML document (plotly.js inline, nothing fetched)."""
@@ -155,6 +178,7 @@ def render_report(study: optuna.Study, *, storage_label: str = "",
                             table_id="baselines"))
     else:
         parts.append("<p>No baselines stored with the study.</p>")
+    parts.append(_ensemble_section(study, artifact_store))
     first = True
     for name, fn in FIGURES.items():
         fig = fn(study, artifact_store=artifact_store) if name == "predictions" else fn(study)
@@ -162,6 +186,7 @@ def render_report(study: optuna.Study, *, storage_label: str = "",
                           config={"displaylogo": False, "responsive": True})
         parts.append(f"<section class='figure' id='section-{name}'>{div}</section>")
         first = False
+    parts.extend(_fidelity_section(study))
     parts.append("<h2>Trials</h2>")
     head, rows, classes = _trial_rows(study, trials)
     parts.append(_table(head, rows, table_id="trials", row_classes=classes) if rows else "<p>No trials yet.</p>")
@@ -171,6 +196,18 @@ def render_report(study: optuna.Study, *, storage_label: str = "",
                      + html.escape(json.dumps(cfg, indent=2, sort_keys=True, default=str)) + "</pre>")
     parts.append(f"<script>{_SORT_JS}</script></body></html>")
     return "".join(parts)
+
+
+def _fidelity_section(study: optuna.Study) -> list[str]:
+    """A fidelity study's rank correlations between rungs (search/fidelity.py); nothing for a plain study."""
+    from torchcell_search.dashboards.fidelity import fidelity_figure, fidelity_table_html, is_fidelity_study
+
+    if not is_fidelity_study(study):
+        return []
+    div = fidelity_figure(study).to_html(full_html=False, include_plotlyjs=False, div_id="fig-fidelity",
+                                         config={"displaylogo": False, "responsive": True})
+    return ["<h2>Fidelity rungs: can the small rung be trusted?</h2>", fidelity_table_html(study),
+            f"<section class='figure' id='section-fidelity'>{div}</section>"]
 
 
 def _write_atomic(text: str, out: Path) -> None:

@@ -20,6 +20,8 @@ demo data set has no GO.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,7 +116,7 @@ def read_go(gaf: Path, obo: Path, gene_ids: list[str]) -> tuple[sparse.csr_matri
     return matrix, names
 
 
-_CACHE: dict[tuple[str, int], GeneInputs] = {}
+_CACHE: dict[tuple[str, tuple[str, ...], str | None], GeneInputs] = {}
 
 
 def information_content(go: sparse.spmatrix) -> np.ndarray:
@@ -137,7 +139,10 @@ def read_gene_inputs(data_dir: str | Path | None, gene_ids: list[str], *, demo_s
     ``demo_smf``: the demo data set's planted SMF (``dataset.info``), used where there is
     no directory.
     """
-    key = (str(data_dir), len(gene_ids))
+    # Keyed by everything the result depends on: two demo data sets of other seeds share the
+    # directory (none) and the gene ids but not the planted SMF.
+    smf_digest = None if demo_smf is None else hashlib.sha256(np.ascontiguousarray(demo_smf, dtype=np.float64).tobytes()).hexdigest()
+    key = (str(data_dir), tuple(gene_ids), smf_digest)
     if key in _CACHE:
         return _CACHE[key]
     n = len(gene_ids)

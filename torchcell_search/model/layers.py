@@ -322,19 +322,25 @@ class _GATv2Attention(torch.autograd.Function):
     aggregation stay per slot. On the real graph this skips ~85% of the score work of the
     second layer. The caller asserts the premise (no batch statistics, no dropout).
 
-    For :func:`_gatv2_sparse_slots`: ``prior_lse: (N_dst, S, H)`` and ``prior_val: (N_dst, S, H, C)``
-    add one entry per destination to the softmax (log-mass and value), ``sign: (E,)`` weights
-    each edge's ``exp`` by ``+-1``, and ``want_lse`` also returns ``lse: (N_dst, S, H)``, the
-    log of each destination's softmax denominator. The backward is the same for signed
-    weights: ``d s_e = alpha_e (g_i . x_j - g_i . out_i)``.
+    For :func:`_gatv2_sparse_slots`: ``prior_logden, prior_top: (N_dst, S, H)`` and ``prior_val:
+    (N_dst, S, H, C)`` add one entry per destination to the softmax (its mass ``exp(prior_top +
+    prior_logden)`` and its value), ``sign: (E,)`` weights each edge's ``exp`` by ``+-1``, and
+    ``want_mass`` also returns each destination's softmax mass as ``logden, top: (N_dst, S, H)``
+    (``log sum_e exp(s_e - top)`` and the shift ``top``, the segment's max score) and ``alpha``.
+    The mass is kept in two parts because ``top + logden`` in one float32 loses
+    ``|top| * 2^-24`` of it (3e-5 at scores near 500, as sharp attention gives), which the
+    dense path does not; ``top`` is a constant of the softmax (as the max in
+    :func:`masked_softmax`), so ``logden`` carries the gradient ``d logden / d s_e = alpha_e``.
+    ``top`` and ``alpha`` are not differentiable. The backward is the same for signed weights:
+    ``d s_e = alpha_e (g_i . x_j - g_i . out_i)``.
     """
 
     @staticmethod
     def forward(  # noqa: ANN001
         ctx, xl: Tensor, xr: Tensor, att: Tensor, keep: Tensor | None, plan: EdgePlan, slope: float,
-        share_slot0: bool = False, prior_lse: Tensor | None = None, prior_val: Tensor | None = None,
-        sign: Tensor | None = None, want_lse: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+        share_slot0: bool = False, prior_logden: Tensor | None = None, prior_val: Tensor | None = None,
+        sign: Tensor | None = None, want_mass: bool = False, prior_top: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor, Tensor]:
         H, C = att.shape
         Sz = max(xl.size(1), xr.size(1))
         S = max(Sz, keep.size(1) if keep is not None else 1)
@@ -343,7 +349,7 @@ class _GATv2Attention(torch.autograd.Function):
         if share:  # (N, S): the rows equal to slot 0's
             same_l = (xl == xl[:, :1]).flatten(2).all(-1)
             same_r = (xr == xr[:, :1]).flatten(2).all(-1)
-        aggs, alphas, lses, priors = [], [], [], []
+        aggs, alphas, logdens, tops, priors = [], [], [], [], []
         for e0, e1, n0, n1 in plan.chunks(S * H * C):
             src, dst = plan.src[e0:e1], plan.dst[e0:e1]
             local, lengths = dst - n0, plan.by_dst.lengths[n0:n1]
@@ -357,8 +363,8 @@ class _GATv2Attention(torch.autograd.Function):
             if keep is not None:
                 s = s.expand(-1, keep.size(1), -1).masked_fill(~keep[e0:e1].unsqueeze(-1), float("-inf"))  # (Ec, S, H)
             top = torch.segment_reduce(s, "max", lengths=lengths, axis=0)  # (nc, S, H)
-            if prior_lse is not None:  # the prior's mass is one more entry of the softmax
-                top = torch.maximum(top, prior_lse[n0:n1])
+            if prior_logden is not None:  # the prior's mass is one more entry of the softmax
+                top = torch.maximum(top, prior_top[n0:n1])
             top = torch.where(top == float("-inf"), 0.0, top)  # all-masked / empty segment
             ex = (s - top.index_select(0, local)).exp_()  # masked: 0
             if sign is not None:
@@ -366,41 +372,45 @@ class _GATv2Attention(torch.autograd.Function):
             # An all-masked segment has den 0 (and ex 0): alpha 0. ``tiny`` instead of PyG's
             # +1e-16, which is 0 in half precision; a kept segment has den >= 1 (its max).
             den = _segment_sum(ex, local, lengths)
-            if prior_lse is not None:
-                w0 = (prior_lse[n0:n1] - top).exp_()  # (nc, S, H)
+            if prior_logden is not None:
+                w0 = (prior_top[n0:n1] - top).add_(prior_logden[n0:n1]).exp_()  # (nc, S, H)
                 den.add_(w0)
             den.clamp_min_(torch.finfo(ex.dtype).tiny)
             alpha = ex.div_(den.index_select(0, local))  # (Ec, S, H)
             # alpha * x_j, into z's buffer when the shapes allow (no new (Ec, S, H, C) tensor).
             msg = torch.mul(xj, alpha.unsqueeze(-1), out=z) if z.size(1) == alpha.size(1) else xj * alpha.unsqueeze(-1)
             agg_c = _segment_sum(msg, local, lengths)
-            if prior_lse is not None:
+            if prior_logden is not None:
                 a0 = w0.div_(den)  # (nc, S, H): the prior's weight
                 agg_c.add_(prior_val[n0:n1] * a0.unsqueeze(-1))
                 priors.append(a0)
-            if want_lse:
-                lses.append(top + den.log())
+            if want_mass:
+                logdens.append(den.log())
+                tops.append(top)
             aggs.append(agg_c)
             alphas.append(alpha)
         agg = aggs[0] if len(aggs) == 1 else torch.cat(aggs)  # (N_dst, S, H, C)
         alpha = alphas[0] if len(alphas) == 1 else torch.cat(alphas)  # (E, S, H)
         ctx.plan, ctx.slope, ctx.same = plan, slope, (same_l, same_r) if share else None
-        ctx.has_prior = prior_lse is not None
+        ctx.has_prior = prior_logden is not None
         extra = (torch.cat(priors), prior_val) if ctx.has_prior else ()
         ctx.save_for_backward(xl, xr, att, alpha, agg, *extra)
-        if want_lse:
-            lse = torch.cat(lses)  # (N_dst, S, H)
-            return agg, lse
+        if want_mass:
+            top = torch.cat(tops)  # (N_dst, S, H)
+            ctx.mark_non_differentiable(top, alpha)
+            return agg, torch.cat(logdens), top, alpha
         return agg
 
     @staticmethod
-    def backward(ctx, grad: Tensor, grad_lse: Tensor | None = None) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+    def backward(  # noqa: ANN001
+        ctx, grad: Tensor, grad_logden: Tensor | None = None, *_: Tensor
+    ) -> tuple[Tensor | None, ...]:
         with torch.autocast(grad.device.type, enabled=False):  # float32 throughout, see _gatv2
-            grads = _GATv2Attention._backward(ctx, grad.float(), grad_lse)
-            return grads + (None,) * (11 - len(grads))
+            grads = _GATv2Attention._backward(ctx, grad.float(), grad_logden)
+            return grads + (None,) * (12 - len(grads))
 
     @staticmethod
-    def _backward(ctx, grad: Tensor, grad_lse: Tensor | None = None) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+    def _backward(ctx, grad: Tensor, grad_logden: Tensor | None = None) -> tuple[Tensor | None, ...]:  # noqa: ANN001
         xl, xr, att, alpha, agg, *extra = ctx.saved_tensors
         plan, slope = ctx.plan, ctx.slope
         S1, S2 = xl.size(1), xr.size(1)
@@ -409,13 +419,13 @@ class _GATv2Attention(torch.autograd.Function):
         grad = grad.contiguous()
         c = (grad * agg).sum(-1)  # (N_dst, S, H): sum_e alpha_e dalpha_e per destination
         prior_grads: tuple[Tensor | None, ...] = ()
-        if ctx.has_prior:  # out = a0 v0 + sum_e alpha_e x_e: d lse0 = a0 (g . v0 - c), d v0 = a0 g
+        if ctx.has_prior:  # out = a0 v0 + sum_e alpha_e x_e: d logden0 = a0 (g . v0 - c), d v0 = a0 g
             a0, v0 = extra
-            d_lse0 = a0 * ((grad * v0).sum(-1) - c) if ctx.needs_input_grad[7] else None
+            d_logden0 = a0 * ((grad * v0).sum(-1) - c) if ctx.needs_input_grad[7] else None
             d_v0 = a0.unsqueeze(-1) * grad if ctx.needs_input_grad[8] else None
-            prior_grads = (None, d_lse0, d_v0)
-        if grad_lse is not None:  # d lse / d s_e = alpha_e: one more term per destination
-            c = c - grad_lse
+            prior_grads = (None, d_logden0, d_v0)
+        if grad_logden is not None:  # d logden / d s_e = alpha_e: one more term per destination
+            c = c - grad_logden
         dxl = torch.zeros_like(xl) if ctx.needs_input_grad[0] else None
         dxrs, datt = [], torch.zeros_like(att)
         chunks = plan.chunks(S * H * C)
@@ -557,6 +567,15 @@ def _gatv2(
     return out.index_put((nodes, slots), part[:, 0])
 
 
+#: A ``(destination, slot)`` pair of :func:`_gatv2_sparse_slots` is patched only while its changed
+#: in-edges held at most this share of the wildtype's softmax mass (in every head); past it the
+#: pair is recomputed over its whole segment. The patch subtracts that share from the wildtype's
+#: mass, so the rounding of the total grows by ``1 / (1 - share)`` in the remainder: at 1/2 the
+#: patched result is within 3x one softmax's rounding, however sharp the attention (a share
+#: near 1 cancels: at a score gap of 17 the remainder is below float32's resolution, NaN).
+_PATCH_MAX_SHARE = 0.5
+
+
 def _gatv2_sparse_slots(
     xl: Tensor, xr: Tensor, att: Tensor, keep: Tensor, plan: EdgePlan, slope: float, changed: Tensor
 ) -> Tensor:
@@ -567,40 +586,38 @@ def _gatv2_sparse_slots(
     ``Q`` changed rows in ``changed.nonzero()`` order (:meth:`BatchedGATv2Conv.forward`
     projects just these, not ``N x S`` rows that are mostly copies of slot 0).
 
-    The wildtype is computed once (with its softmax log-mass ``lse_i``). A ``(destination,
-    slot)`` pair that is itself changed or has a masked in-edge is recomputed over its whole
-    segment (as the first layer, :func:`_gatv2`). Any other pair whose in-edges come from
-    changed rows ``J`` is the wildtype's softmax patched: with ``s^w_e, x^w_j`` the
+    The wildtype is computed once (with each destination's softmax mass ``e^{top_i} d_i``). A
+    ``(destination, slot)`` pair that is itself changed or has a masked in-edge is recomputed over
+    its whole segment (as the first layer, :func:`_gatv2`). Any other pair whose in-edges come
+    from changed rows ``J`` is the wildtype's softmax patched: with ``s^w_e, x^w_j`` the
     wildtype's scores and source rows and ``s_e, x_j`` the slot's,
 
     .. math::
-        \\mathbf{x}'_i = \\frac{e^{\\mathrm{lse}_i} \\mathbf{x}'^{w}_i + \\sum_{e \\in J}
+        \\mathbf{x}'_i = \\frac{e^{top_i} d_i \\mathbf{x}'^{w}_i + \\sum_{e \\in J}
         (e^{s_e} \\mathbf{x}_j - e^{s^w_e} \\mathbf{x}^w_j)}
-        {e^{\\mathrm{lse}_i} + \\sum_{e \\in J} (e^{s_e} - e^{s^w_e})}
+        {e^{top_i} d_i + \\sum_{e \\in J} (e^{s_e} - e^{s^w_e})}
 
     (shifted by the pair's max), i.e. one softmax over the wildtype's mass as a prior entry
     and each changed edge twice, once with sign -1. Both parts run through the fused kernel
     on sub-plans of one slot, whose sources index a table of the wildtype rows and the
-    changed rows. All other pairs are the wildtype's. Exact up to float rounding (the patch
-    subtracts the changed edges' wildtype mass; a self loop keeps the remainder positive).
-    On the real graph at the second layer this touches ~15% of the dense ``(edge, slot)`` pairs.
+    changed rows. All other pairs are the wildtype's. The patch is only taken where it is
+    both exact and cheaper: where ``J`` held at most :data:`_PATCH_MAX_SHARE` of the
+    wildtype's mass (no cancellation) and the segment is longer than ``2 |J|`` edges; other
+    pairs are recomputed over their whole segment. On the real graph at the second layer this
+    touches ~15% of the dense ``(edge, slot)`` pairs.
     """
     (N, S), (H, C) = changed.shape, att.shape
     dev = xl.device
-    agg_w, lse_w = _GATv2Attention.apply(
+    agg_w, logden_w, top_w, alpha_w = _GATv2Attention.apply(
         xl[:N], xr[:N], att, None, plan, slope, False, None, None, None, True
-    )  # (N, 1, H, C), (N, 1, H)
+    )  # (N, 1, H, C), (N, 1, H) x 2, (E, 1, H)
     with torch.no_grad():
         hit = (plan.by_dst.sum((~keep).to(torch.int32)) > 0) | changed  # (N, S): recompute the segment
         cnodes, cslots = changed.nonzero(as_tuple=True)
         row_of = torch.arange(N, device=dev).unsqueeze(1).repeat(1, S)  # (N, S): source-table row
         row_of[cnodes, cslots] = N + torch.arange(cnodes.numel(), device=dev)
+        e_p, s_p, pair_keys, pair_of = _patch_edges(plan, changed, hit, alpha_w[:, 0])
         nodes, slots = hit.nonzero(as_tuple=True)  # sorted by node
-        src_changed = changed.index_select(0, plan.src)  # (E, S)
-        patch = src_changed & ~hit.index_select(0, plan.dst)
-        e_p, s_p = patch.nonzero(as_tuple=True)
-        key = plan.dst.index_select(0, e_p) * S + s_p  # (destination, slot) of each patch edge
-        pair_keys, pair_of = torch.unique(key, sorted=True, return_inverse=True)
         pnodes, pslots = pair_keys // S, pair_keys % S
     out = agg_w.expand(N, S, H, C)
     if nodes.numel():
@@ -624,10 +641,36 @@ def _gatv2_sparse_slots(
                            self_loops=False)
         xr_p = xr.index_select(0, pnodes)  # the destination is the wildtype's row
         patched = _GATv2Attention.apply(
-            xl, xr_p, att, None, sub, slope, False, lse_w.index_select(0, pnodes), agg_w.index_select(0, pnodes), sign
+            xl, xr_p, att, None, sub, slope, False, logden_w.index_select(0, pnodes), agg_w.index_select(0, pnodes),
+            sign, False, top_w.index_select(0, pnodes),
         )
         out = out.index_put((pnodes, pslots), patched[:, 0])
     return out
+
+
+def _patch_edges(
+    plan: EdgePlan, changed: Tensor, hit: Tensor, alpha_w: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The edges :func:`_gatv2_sparse_slots` patches: ``(K,)`` edge and slot of each, the ``(P,)``
+    sorted keys ``node * S + slot`` of their pairs and ``(K,)`` each edge's pair. A pair whose
+    changed in-edges held more than :data:`_PATCH_MAX_SHARE` of the wildtype's mass (``alpha_w:
+    (E, H)``), or whose segment is at most twice as long as them, is set in ``hit`` (in place)
+    instead."""
+    S = changed.size(1)
+    patch = changed.index_select(0, plan.src) & ~hit.index_select(0, plan.dst)  # (E, S)
+    e_p, s_p = patch.nonzero(as_tuple=True)
+    key = plan.dst.index_select(0, e_p) * S + s_p  # (destination, slot) of each patch edge
+    pair_keys, pair_of = torch.unique(key, sorted=True, return_inverse=True)
+    share = alpha_w.new_zeros(pair_keys.numel(), alpha_w.size(1)).index_add_(0, pair_of, alpha_w.index_select(0, e_p))
+    count = torch.bincount(pair_of, minlength=pair_keys.numel())
+    whole = (share.amax(1) > _PATCH_MAX_SHARE) | (plan.by_dst.lengths.index_select(0, pair_keys // S) <= 2 * count)
+    if not bool(whole.any()):
+        return e_p, s_p, pair_keys, pair_of
+    hit.view(-1)[pair_keys[whole]] = True
+    kept = ~whole.index_select(0, pair_of)
+    e_p, s_p, key = e_p[kept], s_p[kept], key[kept]
+    pair_keys, pair_of = torch.unique(key, sorted=True, return_inverse=True)
+    return e_p, s_p, pair_keys, pair_of
 
 
 def _gatv2_unfused(

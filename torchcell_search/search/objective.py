@@ -35,6 +35,14 @@ import optuna
 
 from torchcell_search.config import RunConfig
 from torchcell_search.data.types import Dataset, Split
+from torchcell_search.search.duplicates import (
+    REPLICA_ATTR,
+    answer_from,
+    finished_twin,
+    run_seed,
+    shuffled,
+    untried_points,
+)
 from torchcell_search.search.spaces import SearchSpace
 from torchcell_search.search.study_config import StudyConfig
 from torchcell_search.storage.artifacts import (
@@ -103,27 +111,36 @@ class Objective:
         self.artifacts = artifacts_dir(storage_url, cfg.artifacts)
         self.store = open_artifact_store(self.artifacts)
 
-    def run_config(self, params: dict[str, Any]) -> RunConfig:
+    def run_config(self, params: dict[str, Any], *, seed: int | None = None) -> RunConfig:
         """The run configuration of a trial with ``params`` (fixed values of the space
         included): the space's fixed values, then ``--set`` overrides, then sampled values;
-        the study's own keys win."""
+        the study's own keys win (``seed``, a seed replica's, replaces the study seed)."""
         cfg = self.cfg
         fixed = self.space.fixed()
         sampled = {k: v for k, v in params.items() if k not in fixed}
         return RunConfig().with_overrides({
             **fixed, **cfg.overrides, **sampled,
-            "trainer.max_epochs": cfg.epochs, "seed": cfg.seed, "trainer.device": cfg.device,
+            "trainer.max_epochs": cfg.epochs, "seed": cfg.seed if seed is None else seed, "trainer.device": cfg.device,
         })
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         """Train one trial; its value at the best epoch (by the first objective), one per objective."""
         from torchcell_search.search.trainer import train
 
+        if self.cfg.fidelity:
+            from torchcell_search.search.fidelity import run_fidelity_trial
+
+            return run_fidelity_trial(self, trial)
         objective = self.cfg.objective
         # Optuna prunes and takes intermediate values only in single-objective studies.
         single = not self.cfg.is_multi_objective
         params = self.space.suggest(trial)
-        run_cfg = self.run_config(params)
+        seed = run_seed(trial, self.cfg.seed)
+        answered = self._answer_duplicate(trial, seed)
+        if answered is not None:
+            return answered[0] if single else answered
+        run_cfg = self.run_config(params, seed=seed)
+        replica = REPLICA_ATTR in trial.user_attrs  # an ensemble member: never pruned
         trial.set_user_attr("config", run_cfg.flat())
         ckpt_path = epoch_checkpoint_path(self.artifacts, self.study_name, trial.number)
         resume, resume_paths = self._resume_checkpoint(trial, run_cfg)
@@ -140,7 +157,7 @@ class Objective:
             value = record.metrics.get(objective)
             if single and value is not None and math.isfinite(value):
                 trial.report(float(value), record.epoch)
-            if single and trial.should_prune():
+            if single and not replica and trial.should_prune():
                 trial.set_user_attr("stopped_reason", f"pruned at epoch {record.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
 
@@ -151,8 +168,10 @@ class Objective:
 
         preempted = False
         try:
-            result = train(self.dataset, self.split, run_cfg, objective=objective, epoch_callback=on_epoch,
-                           checkpoint=resume, checkpoint_callback=on_checkpoint, progress=True)
+            # The study's direction, not one inferred from the metric name, picks the best epoch.
+            result = train(self.dataset, self.split, run_cfg, objective=objective, direction=self.cfg.direction,
+                           epoch_callback=on_epoch, checkpoint=resume, checkpoint_callback=on_checkpoint,
+                           progress=True)
         except TrialPreempted:
             preempted = True
             trial.set_user_attr("stopped_reason", "preempted")
@@ -163,6 +182,10 @@ class Objective:
                 for path in [ckpt_path, *resume_paths]:
                     path.unlink(missing_ok=True)
 
+        return self._finish(trial, result)
+
+    def _record(self, trial: optuna.Trial, result: Any) -> None:
+        """The trial's user attrs from a finished training run."""
         embedding = result.history[result.best_epoch].get("embedding/mean_pairwise_distance") if (
             0 <= result.best_epoch < len(result.history)) else None
         for key, value in (
@@ -171,6 +194,11 @@ class Objective:
             ("stopped_reason", result.stopped_reason), ("embedding_distance", embedding),
         ):
             trial.set_user_attr(key, _json_safe(value))
+
+    def _finish(self, trial: optuna.Trial, result: Any) -> float | list[float]:
+        """Record ``result``, prune a non-finite one, upload the artifacts; the trial's value(s)."""
+        single = not self.cfg.is_multi_objective
+        self._record(trial, result)
         values = [result.best.get(name, math.nan) for name in self.cfg.objective_names]
         if result.stopped_reason and result.stopped_reason.startswith("non_finite"):
             raise optuna.TrialPruned(result.stopped_reason)
@@ -181,6 +209,26 @@ class Objective:
             raise optuna.TrialPruned(reason)
         self._upload(trial, result)
         return float(values[0]) if single else [float(v) for v in values]
+
+    def _answer_duplicate(self, trial: optuna.Trial, seed: int) -> list[float] | None:
+        """Answer a suggestion equal to a finished trial from that trial (see ``duplicates.py``).
+
+        Returns its values, or None when the suggestion is new. Raises
+        :class:`optuna.TrialPruned` when the earlier trial was pruned. In a discrete space a
+        point no trial holds yet is queued, so the next trial explores instead of repeating.
+        """
+        study = trial.study
+        trials = study.get_trials(deepcopy=False)
+        twin = finished_twin(trials, trial.params, seed, study_seed=self.cfg.seed)
+        if twin is None:
+            return None
+        values = answer_from(trial, twin)
+        untried = untried_points(self.space, trials, self.cfg.seed)
+        if untried and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+            study.enqueue_trial(shuffled(untried, self.cfg.seed + trial.number)[0])
+        if values is None:
+            raise optuna.TrialPruned(f"duplicate of pruned trial {twin.number}")
+        return values
 
     def _resume_checkpoint(self, trial: optuna.Trial, run_cfg: RunConfig) -> tuple[dict[str, Any] | None, list[Path]]:
         """The newest epoch checkpoint of the trials this one retries, and their paths."""
@@ -207,7 +255,12 @@ class Objective:
 
         labels = self.dataset.table.labels().numpy()
         genes = self.dataset.table.genes.numpy()
-        arrays: dict[str, np.ndarray] = {}
+        from torchcell_search.data.splits import Standardiser
+
+        # Train statistics let an ensemble of these predictions score the combined metrics.
+        train_statistics = Standardiser.fit(self.dataset.table.labels()[self.split.train])
+        arrays: dict[str, np.ndarray] = {"train_mean": train_statistics.mean.numpy(),
+                                         "train_std": train_statistics.std.numpy()}
         for part in ("val", "test"):
             index = getattr(self.split, part).numpy()
             pred = result.predictions.get(part)

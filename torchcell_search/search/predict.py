@@ -13,11 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
 from torchcell_search._atomic import write_atomic
 from torchcell_search.errors import ConfigError, DataError, StorageError, StudyError
+from torchcell_search.search.duplicates import DUPLICATE_ATTR
 from torchcell_search.storage.artifacts import (
     CHECKPOINT_FILE,
     artifacts_dir,
@@ -71,44 +73,75 @@ def _write_tsv(out: Path, pairs: list[tuple[str, str]], pred: Any) -> None:
         raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from e
 
 
+def _chosen_trials(opt_study: optuna.Study, study: str, trial: int | None, k: int,
+                   diversity: str) -> list[optuna.trial.FrozenTrial]:
+    """The trial asked for, else the ensemble's members (one member: the best trial)."""
+    from torchcell_search.search.ensemble import select_members
+
+    if trial is None:
+        return select_members(opt_study, k, diversity)
+    found = [t for t in opt_study.get_trials(deepcopy=False) if t.number == trial]
+    if not found:
+        raise StudyError(f"--trial {trial}: study {study!r} has trials 0..{len(opt_study.trials) - 1}")
+    original = found[0].user_attrs.get(DUPLICATE_ATTR)  # answered from an earlier trial, which holds the model
+    return [opt_study.trials[int(original)] if original is not None else found[0]]
+
+
+def _member_predictions(frozen: optuna.trial.FrozenTrial, study: str, rdb: Any, store: Any, dataset: Any,
+                        genes: torch.Tensor, target: torch.device, batch_size: int) -> Any:
+    """One trial's predictions ``(R, 2)`` (original label scale) for ``genes`` ``(R, 2)``."""
+    from torchcell_search.search.trainer import load_model, predict_genes
+
+    with tempfile.TemporaryDirectory(prefix="torchcell-search-") as tmp:
+        try:
+            path = download_trial_artifact(store, rdb, frozen, CHECKPOINT_FILE, Path(tmp) / CHECKPOINT_FILE)
+        except StorageError as e:
+            raise StudyError(f"trial {frozen.number} of study {study!r} has no usable checkpoint "
+                             f"({frozen.state.name.lower()}): {e}") from e
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model, standardiser = load_model(checkpoint, dataset.graph, device=str(target))
+    return predict_genes(model, standardiser, dataset, genes, batch_size=batch_size)
+
+
 def predict_command(study: str, storage: str | None, *, trial: int | None = None, pairs: Path, out: Path,
-                    cache_dir: Path | None = None, batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
+                    cache_dir: Path | None = None, batch_size: int = 256, device: str = "auto",
+                    ensemble: int | None = None, ensemble_diversity: str | None = None) -> dict[str, Any]:
     """Predict ``fitness`` and ``gene_interaction`` for the gene pairs in ``pairs``.
 
     Args:
-        trial: trial number; default the study's best trial.
+        trial: trial number; default the study's best trial, or its ensemble.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; the model runs there in
             full precision, whatever device it was trained on.
+        ensemble: average this many trials' predictions (``search/ensemble.py`` chooses
+            them); default the study's ``ensemble`` (1 unless its recipe says otherwise).
+        ensemble_diversity: ``configs`` or ``seeds``; default the study's.
 
     Returns:
-        ``{"study", "trial", "rows", "out"}``.
+        ``{"study", "trial", "trials", "rows", "out", "device"}``; ``trial`` is the best
+        member, ``trials`` every member averaged.
 
     Raises:
-        StudyError: no such study or trial, or the trial has no checkpoint.
+        ConfigError: ``trial`` given with ``ensemble`` > 1, or an invalid ensemble option.
+        StudyError: no such study or trial, a member has no checkpoint, or the study has too
+            few members for the ensemble.
         DataError: the pairs file is malformed or names genes absent from the cell graph
             (up to five are listed with their count); nothing is written.
         ConfigError: ``out`` cannot be written (e.g. its parent is a file), or ``device`` is
             ``cuda`` where there is none.
     """
+    from torchcell_search.search.ensemble import check_ensemble
     from torchcell_search.search.objective import load_study_data
     from torchcell_search.search.study import _load
-    from torchcell_search.search.trainer import load_model, predict_genes, resolve_device
+    from torchcell_search.search.trainer import resolve_device
 
     target = resolve_device(device)  # before any work: a bad device fails at once
+    if trial is not None and ensemble is not None and ensemble > 1:
+        raise ConfigError(f"--trial {trial} with --ensemble {ensemble}: give one of them")
     rdb, cfg = _load(study, storage)
+    k, diversity = check_ensemble(cfg.ensemble if ensemble is None else ensemble,
+                                  ensemble_diversity or cfg.ensemble_diversity)
     opt_study = optuna.load_study(study_name=study, storage=rdb)
-    if trial is None:
-        complete = opt_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if not complete:
-            raise StudyError(f"study {study!r} has no complete trial yet; give --trial N or run more trials")
-        # A multi-objective study has no single best trial: take its Pareto set's first trial.
-        frozen = opt_study.best_trial if len(opt_study.directions) == 1 else min(
-            opt_study.best_trials, key=lambda t: t.number)
-    else:
-        found = [t for t in opt_study.get_trials(deepcopy=False) if t.number == trial]
-        if not found:
-            raise StudyError(f"--trial {trial}: study {study!r} has trials 0..{len(opt_study.trials) - 1}")
-        frozen = found[0]
+    members = _chosen_trials(opt_study, study, trial, k, diversity)
 
     rows = read_pairs(Path(pairs))
     dataset, _ = load_study_data(cfg, cache_dir=cache_dir)
@@ -119,15 +152,9 @@ def predict_command(study: str, storage: str | None, *, trial: int | None = None
         raise DataError(f"--pairs {pairs}: {len(unknown)} gene(s) not in the cell graph: {shown}")
 
     store = open_artifact_store(artifacts_dir(storage, cfg.artifacts))
-    with tempfile.TemporaryDirectory(prefix="torchcell-search-") as tmp:
-        try:
-            path = download_trial_artifact(store, rdb, frozen, CHECKPOINT_FILE, Path(tmp) / CHECKPOINT_FILE)
-        except StorageError as e:
-            raise StudyError(f"trial {frozen.number} of study {study!r} has no usable checkpoint "
-                             f"({frozen.state.name.lower()}): {e}") from e
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model, standardiser = load_model(checkpoint, dataset.graph, device=str(target))
     genes = torch.tensor([[index[q], index[a]] for q, a in rows], dtype=torch.long).reshape(-1, 2)  # (R, 2)
-    pred = predict_genes(model, standardiser, dataset, genes, batch_size=batch_size)  # (R, 2)
+    preds = [_member_predictions(t, study, rdb, store, dataset, genes, target, batch_size) for t in members]
+    pred = preds[0] if len(preds) == 1 else np.mean(preds, axis=0)  # (R, 2): the members' mean
     _write_tsv(Path(out), rows, pred)
-    return {"study": study, "trial": frozen.number, "rows": len(rows), "out": str(out), "device": str(target)}
+    return {"study": study, "trial": members[0].number, "trials": [t.number for t in members], "rows": len(rows),
+            "out": str(out), "device": str(target)}

@@ -238,7 +238,8 @@ def slurm_script(
     entry = bin_dir / "torchcell-search"
     # The installed script if the environment has one, else the same interpreter on the module.
     run = [str(entry)] if entry.is_file() else [str(Path(sys.executable).absolute()), "-m", "torchcell_search.cli"]
-    command = " ".join(shlex.quote(part) for part in [*run, "worker", "--study", study])
+    # --study=NAME: a name read from the storage (created elsewhere) may begin with '-'.
+    command = " ".join(shlex.quote(part) for part in [*run, "worker", f"--study={study}"])
     lines = [
         "#!/bin/bash",
         f"# Written by torchcell-search {__version__}: one optuna worker per array task for study {study!r}.",
@@ -368,14 +369,7 @@ def _submit(path: Path, storage: str) -> str:
 
 
 def _hide(storage: str, text: str) -> str:
-    """``text`` with the storage URL and its password redacted."""
-    from sqlalchemy.engine import make_url
+    """``text`` with the storage URL and its secrets redacted."""
+    from torchcell_search.storage.secrets import scrub
 
-    from torchcell_search.storage.urls import redact
-
-    text = redact(text.replace(storage, redact(storage)))
-    try:
-        password = make_url(storage).password
-    except Exception:  # noqa: BLE001 - an unparsable URL has no password to find
-        password = None
-    return text.replace(str(password), "***") if password else text
+    return scrub(text, storage)

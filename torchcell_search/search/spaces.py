@@ -1,33 +1,28 @@
 """Search spaces keyed by the report's dotted parameter names.
 
-Two file formats are read. Ours::
+A space is data in one format, ours; the sweep-file readers (``sweep_files.py``, W&B's
+vocabulary in ``_wandb.py``) translate the files they read into it, and this module knows
+nothing of their formats::
 
     parameters:
       heads: {choices: [1, 5, 10]}
       model.num_layers: {choices: [2, 3, 4, 5, 6]}
       optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
       data_module.batch_size: {low: 16, high: 128, step: 16}
+      model.dropout: {low: 0.0, high: 0.5, q: 0.1}       # sampled, then rounded to a multiple of q
+      model.norm: {choices: [layer, batch], weights: [0.8, 0.2]}
+      regression_task.lambda_dist: {distribution: normal, mu: 0.1, sigma: 0.02}
       model.kind: hetero_cell          # a fixed value
-
-and a W&B sweep file (``method``, ``metric: {name, goal}``, ``parameters`` whose entries
-hold ``values``, ``value`` or ``min``/``max`` with a ``distribution``)::
-
-    method: bayes
     metric: {name: val/gene_interaction/Pearson, goal: maximize}
-    parameters:
-      heads: {values: [1, 5, 10]}
-      optimizer.lr: {min: 1.0e-4, max: 1.0e-2, distribution: log_uniform_values}
+    sampler: tpe
 
 A spec may add ``also: [key, ...]``: the sampled value sets those keys too (one searched
 value fanned out to several settings, as TorchCell's ``heads: ${heads}`` placeholders do).
-Every W&B ``distribution`` is read: ``constant``, ``categorical`` (``probabilities`` are
-checked, then dropped: Optuna draws categories unweighted), ``int_uniform``, ``uniform``,
-``q_uniform``, ``log_uniform`` (natural-log bounds), ``log_uniform_values``,
-``inv_log_uniform(_values)`` (the same log-uniform law), ``q_log_uniform(_values)``
-(log-uniform, then rounded to a multiple of ``q``), and ``normal``, ``log_normal``,
-``beta`` and their ``q_`` forms, which Optuna lacks: it samples their quantile in (0, 1)
-and the value is the inverse CDF there, as W&B's own engine computes it. Numbers written
-``1e-3`` (a string to YAML 1.1) are read as numbers.
+``weights`` draw categories with those probabilities (Optuna samples the quantile u in
+(0, 1) and the category is the first whose cumulative weight exceeds u). ``distribution``
+``normal``/``log_normal`` (``mu``, ``sigma``) and ``beta`` (``a``, ``b``), which Optuna lacks,
+are sampled the same way through their inverse CDF. Numbers written ``1e-3`` (a string to
+YAML 1.1) are read as numbers.
 
 Every value is checked against :class:`~torchcell_search.config.RunConfig` before a study
 is touched, and stored in the parameter's own type (``1`` for an int key, ``1.0`` for a
@@ -41,10 +36,11 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
@@ -53,39 +49,42 @@ import yaml
 from torchcell_search.config import RunConfig, parameter_keys
 from torchcell_search.errors import ConfigError
 
-__all__ = ["Choice", "Fixed", "Quantile", "Range", "SearchSpace", "check_pooling", "load_space", "load_yaml", "parse_space"]
+__all__ = ["Choice", "Fixed", "Quantile", "Range", "SearchSpace", "check_pooling", "load_yaml", "parse_space",
+           "read_number", "show", "unknown_key_message"]
 
 KIND, POOLING = "model.kind", "model.pooling"
 #: Keys a study sets itself (``--epochs``, ``--seed``, ``--device``), so a space may not.
 STUDY_KEYS = ("seed", "trainer.device", "trainer.max_epochs")
-_OUR_SPEC_KEYS = {"choices", "low", "high", "step", "log", "value"}
-_WANDB_SPEC_KEYS = {"values", "value", "min", "max", "distribution", "q", "probabilities", "mu", "sigma", "a", "b"}
-#: W&B distributions by the fields they take (besides ``q``).
-_WANDB_RANGES = ("int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values", "q_log_uniform",
-                 "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values")
-_WANDB_SHAPES = {"normal": ("mu", "sigma"), "q_normal": ("mu", "sigma"), "log_normal": ("mu", "sigma"),
-                 "q_log_normal": ("mu", "sigma"), "beta": ("a", "b"), "q_beta": ("a", "b")}
-_TOP_KEYS = {
-    "parameters", "method", "metric", "name", "description", "program", "command",
-    "early_terminate", "project", "entity", "run_cap",
-}
-_WANDB_METHODS = {"bayes": "tpe", "random": "random", "grid": "grid"}
+_SPEC_KEYS = {"choices", "weights", "low", "high", "step", "log", "q", "value", "distribution", "mu", "sigma",
+              "a", "b"}
+#: Distributions Optuna lacks, sampled through their quantile: name -> its two parameters.
+_SHAPES = {"normal": ("mu", "sigma"), "log_normal": ("mu", "sigma"), "beta": ("a", "b")}
+_TOP_KEYS = {"parameters", "metric", "sampler"}
+_SAMPLERS = ("tpe", "random", "grid")
 _GOALS = ("maximize", "minimize")
+#: Where every accepted key is listed, for messages about an unknown one.
+KEYS_DOC = "docs/torchcell-keys.md"
 
 
 @dataclass(frozen=True)
 class Choice:
-    """A categorical parameter."""
+    """A categorical parameter; ``weights`` (summing to 1) draw the choices with those probabilities."""
 
     choices: tuple[Any, ...]
+    weights: tuple[float, ...] | None = None
+
+    def pick(self, u: float) -> Any:
+        """The choice at quantile ``u``: the first whose cumulative weight exceeds ``u``."""
+        cdf = [sum(self.weights[:i + 1]) for i in range(len(self.choices))] if self.weights else []
+        return self.choices[min(bisect.bisect_right(cdf, u), len(self.choices) - 1)]
 
 
 @dataclass(frozen=True)
 class Range:
     """A numeric range; ``integer`` follows the parameter's type in :class:`RunConfig`.
 
-    ``q``: sample a float in the range, then round it to a multiple of ``q`` (W&B's
-    ``q_log_uniform``; Optuna's ``step`` cannot be combined with ``log``).
+    ``q``: sample a float in the range (log-uniform with ``log``), then round it to a
+    multiple of ``q``: ``round(x / q) * q``, not a step from ``low``.
     """
 
     low: float
@@ -98,7 +97,7 @@ class Range:
 
 @dataclass(frozen=True)
 class Quantile:
-    """A W&B distribution Optuna has no counterpart for: ``normal``/``log_normal`` (``a`` = mu,
+    """A distribution Optuna has no counterpart for: ``normal``/``log_normal`` (``a`` = mu,
     ``b`` = sigma) or ``beta`` (``a``, ``b``), optionally rounded to a multiple of ``q``.
 
     Optuna samples the quantile u in (0, 1) under the name ``<key>~quantile``; the value is
@@ -135,13 +134,13 @@ _QUANTILE_EPS = 1e-6
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Parameters by dotted key, plus what a W&B file says about the metric and method.
+    """Parameters by dotted key, plus the metric and sampler a sweep file names.
 
     Args:
         params: dotted key -> :class:`Choice` | :class:`Range` | :class:`Fixed`.
         source: where the space came from (a path or ``"<dict>"``), for messages.
-        metric: ``{"name": ..., "goal": "maximize" | "minimize"}`` from a W&B file, or ``None``.
-        sampler: ``"tpe" | "random" | "grid"`` from a W&B ``method``, or ``None``.
+        metric: ``{"name": ..., "goal": "maximize" | "minimize"}``, or ``None``.
+        sampler: ``"tpe" | "random" | "grid"``, or ``None``.
         links: key -> further keys its value also sets (``also:``).
     """
 
@@ -160,6 +159,8 @@ class SearchSpace:
                 continue  # that model does not pool: the trial neither samples nor records it
             if isinstance(p, Fixed):
                 value = p.value
+            elif isinstance(p, Choice) and p.weights:
+                value = p.pick(trial.suggest_float(f"{key}~quantile", 0.0, 1 - _QUANTILE_EPS))
             elif isinstance(p, Choice):
                 value = trial.suggest_categorical(key, list(p.choices))
             elif isinstance(p, Quantile):
@@ -177,6 +178,10 @@ class SearchSpace:
                 out[name] = value
         return out
 
+    def sampled_keys(self) -> list[str]:
+        """The keys a trial samples (not fixed), sorted."""
+        return [key for key in sorted(self.params) if not isinstance(self.params[key], Fixed)]
+
     def fixed(self) -> dict[str, Any]:
         """The fixed values (``{key: value}``, linked keys included)."""
         return {name: p.value for key, p in sorted(self.params.items()) if isinstance(p, Fixed)
@@ -191,11 +196,19 @@ class SearchSpace:
         out: dict[str, list[Any]] = {}
         for key in sorted(self.params):
             p = self.params[key]
-            if isinstance(p, Choice):
+            if isinstance(p, Choice) and p.weights:
+                raise ConfigError(f"{self.source}: {key}: weighted choices have no grid (W&B's grid refuses "
+                                  f"probabilities too); drop the weights, or use --sampler tpe|random")
+            elif isinstance(p, Choice):
                 out[key] = list(p.choices)
-            elif isinstance(p, Quantile) or (isinstance(p, Range) and p.q):
+            elif isinstance(p, Quantile) or (isinstance(p, Range) and p.q and p.log):
                 raise ConfigError(f"{self.source}: {key}: a sampled distribution has no grid; "
                                   f"give values, or use --sampler tpe|random")
+            elif isinstance(p, Range) and p.q:
+                # W&B's grid over q_uniform: np.arange(min, max, q) (wandb/sweeps src/sweeps/grid_search.py).
+                n = max(0, math.ceil((p.high - p.low) / p.q))
+                points = [p.low + i * p.q for i in range(n)]
+                out[key] = [int(round(v)) for v in points] if p.integer else points
             elif isinstance(p, Range):
                 if p.integer:
                     out[key] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
@@ -218,19 +231,19 @@ class SearchSpace:
             if isinstance(p, Fixed):
                 params[key] = {"value": p.value}
             elif isinstance(p, Choice):
-                params[key] = {"choices": list(p.choices)}
+                params[key] = {"choices": list(p.choices), **({"weights": list(p.weights)} if p.weights else {})}
             elif isinstance(p, Quantile):
-                names = _WANDB_SHAPES[p.distribution]
-                params[key] = {"distribution": f"q_{p.distribution}" if p.q else p.distribution,
-                               names[0]: p.a, names[1]: p.b, **({"q": p.q} if p.q else {})}
-            elif p.q:
-                params[key] = {"distribution": "q_log_uniform_values", "min": p.low, "max": p.high, "q": p.q}
+                names = _SHAPES[p.distribution]
+                params[key] = {"distribution": p.distribution, names[0]: p.a, names[1]: p.b,
+                               **({"q": p.q} if p.q else {})}
             else:
                 spec: dict[str, Any] = {"low": p.low, "high": p.high}
                 if p.step is not None:
                     spec["step"] = p.step
                 if p.log:
                     spec["log"] = True
+                if p.q:
+                    spec["q"] = p.q
                 params[key] = spec
             if self.links.get(key):
                 params[key] = {**params[key], "also": list(self.links[key])}
@@ -244,22 +257,10 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<stored space>") -> "SearchSpace":
         """Inverse of :meth:`to_dict`."""
-        data = dict(data)
-        sampler = data.pop("sampler", None)
-        space = parse_space(data, source=source, allow_empty=True)
-        return dataclasses.replace(space, sampler=sampler or space.sampler)
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    """Read a search space file (ours, a W&B sweep file or a Hydra config; see ``sweep_files.py``).
-
-    Raises:
-        ConfigError: the file is missing or unreadable, is not YAML, or a parameter is invalid;
-            the message names the file and the key.
-    """
-    from torchcell_search.search.sweep_files import read_sweep_file
-
-    return read_sweep_file(path).space
+        params = data.get("parameters")
+        if isinstance(params, Mapping):
+            data = {**data, "parameters": {k: _stored_before_issue_20(v) for k, v in params.items()}}
+        return parse_space(data, source=source, allow_empty=True)
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -294,7 +295,9 @@ def parse_space(obj: Mapping[str, Any] | str, *, source: str = "<dict>", allow_e
     if not isinstance(params, Mapping) or not (params or allow_empty):
         raise ConfigError(f"{source}: 'parameters' must be a non-empty mapping of dotted key -> spec")
     metric = _parse_metric(obj.get("metric"), source)
-    sampler = _parse_method(obj.get("method"), source)
+    sampler = obj.get("sampler")
+    if sampler is not None and sampler not in _SAMPLERS:
+        raise ConfigError(f"{source}: sampler: {show(sampler)} is not one of {', '.join(_SAMPLERS)}")
     known = set(parameter_keys())
     out: dict[str, Param] = {}
     links: dict[str, tuple[str, ...]] = {}
@@ -314,9 +317,17 @@ def parse_space(obj: Mapping[str, Any] | str, *, source: str = "<dict>", allow_e
     return SearchSpace(out, source=source, metric=metric, sampler=sampler, links=links)
 
 
+def unknown_key_message(source: str, key: Any, known: set[str] | list[str]) -> str:
+    """One line under 300 characters: the bad key, up to three close matches, where every key is listed."""
+    name = str(key)[:80]
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"{source}: {name}: unknown key, refused rather than ignored{hint} (every key: {KEYS_DOC})"
+
+
 def _check_key(key: Any, known: set[str], source: str) -> None:
     if not isinstance(key, str) or key not in known:
-        raise ConfigError(f"{source}: unknown parameter {str(key)!r}; known: {', '.join(sorted(known))}")
+        raise ConfigError(unknown_key_message(source, key, known))
     if key in STUDY_KEYS:
         raise ConfigError(f"{source}: {key}: set by the study (--epochs, --seed, --device), not by a space")
 
@@ -345,7 +356,7 @@ def _check_linked(key: str, other: str, param: Param, source: str) -> None:
                               f"range cannot set a {kind.__name__} parameter")
     for value in values:
         if _coerce(other, value, source) != value:
-            raise ConfigError(f"{source}: {key}: also {other}: {_show(value)} is not the same value there")
+            raise ConfigError(f"{source}: {key}: also {other}: {show(value)} is not the same value there")
 
 
 def check_pooling(params: Mapping[str, Param], overrides: Mapping[str, Any], source: str) -> None:
@@ -385,72 +396,56 @@ def _parse_metric(metric: Any, source: str) -> dict[str, str] | None:
     return {"name": metric["name"], **({"goal": goal} if goal else {})}
 
 
-def _parse_method(method: Any, source: str) -> str | None:
-    if method is None:
-        return None
-    if not isinstance(method, str) or method not in _WANDB_METHODS:
-        raise ConfigError(f"{source}: method: {method!r} is not one of {', '.join(_WANDB_METHODS)}")
-    return _WANDB_METHODS[method]
-
-
 def _coerce(key: str, value: Any, source: str) -> Any:
     """``value`` checked by :class:`RunConfig` and returned in the parameter's type."""
     if isinstance(value, (Mapping, list, tuple, set)):
-        raise ConfigError(f"{source}: {key}: {_show(value)} is not a single value")
+        raise ConfigError(f"{source}: {key}: {show(value)} is not a single value")
     try:
         return RunConfig().with_overrides({key: value}).flat()[key]
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
     except (ValueError, TypeError, OverflowError) as e:
-        raise ConfigError(f"{source}: {key}: {_show(value)} is not a valid value") from e
+        raise ConfigError(f"{source}: {key}: {show(value)} is not a valid value") from e
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """``repr(value)``, shortened to 60 characters for messages."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _parse_param(key: str, spec: Any, source: str) -> Param:
     if isinstance(spec, (list, tuple)):
-        return _choice(key, spec, source)
+        return _choice(key, spec, None, source)
     if not isinstance(spec, Mapping):
         return Fixed(_coerce(key, spec, source))
-    names = set(spec)
-    unknown = [str(n) for n in names if n not in _OUR_SPEC_KEYS | _WANDB_SPEC_KEYS]
+    names = set(map(str, spec))
+    unknown = sorted(n for n in names if n not in _SPEC_KEYS)
     if unknown:
-        raise ConfigError(f"{source}: {key}: unknown field {unknown[0]!r}; use choices | low/high(/step/log) | value "
-                          f"(or W&B values | value | min/max with distribution)")
+        raise ConfigError(f"{source}: {key}: unknown field {unknown[0]!r}; use choices(/weights) | "
+                          f"low/high(/step/log/q) | value | distribution normal|log_normal|beta")
     if not names:
         raise ConfigError(f"{source}: {key}: empty spec; give choices, low/high or value")
-    if names & _OUR_SPEC_KEYS - {"value"} and names & _WANDB_SPEC_KEYS - {"value"}:
-        raise ConfigError(f"{source}: {key}: mixes our fields and W&B fields")
-    if "value" in names and spec.get("distribution") != "constant":
+    if "value" in names:
         if len(names) > 1:
             raise ConfigError(f"{source}: {key}: 'value' cannot be combined with other fields")
         return Fixed(_coerce(key, spec["value"], source))
     if "choices" in names:
-        if len(names) > 1:
+        if names - {"choices", "weights"}:
             raise ConfigError(f"{source}: {key}: 'choices' cannot be combined with other fields")
-        return _choice(key, spec["choices"], source)
-    if "values" in names:
-        extra = names - {"values", "distribution", "probabilities"}
-        if extra or spec.get("distribution", "categorical") != "categorical":
-            raise ConfigError(f"{source}: {key}: W&B 'values' takes only the categorical distribution "
-                              f"(and probabilities)")
-        choice = _choice(key, spec["values"], source)
-        if "probabilities" in names:
-            _check_probabilities(key, spec["probabilities"], len(spec["values"]), source)
-        return choice
-    if spec.get("distribution") == "constant":
-        if names - {"distribution", "value"} or "value" not in names:
-            raise ConfigError(f"{source}: {key}: the constant distribution takes only value")
-        return Fixed(_coerce(key, spec["value"], source))
-    if names & {"low", "high", "step", "log"}:
-        return _range(key, spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log", False), source)
-    return _wandb_range(key, spec, source)
+        return _choice(key, spec["choices"], spec.get("weights"), source)
+    if "distribution" in names:
+        return _shape(key, spec, source)
+    if "weights" in names:
+        raise ConfigError(f"{source}: {key}: weights need choices")
+    if "q" in names:
+        if "step" in names:
+            raise ConfigError(f"{source}: {key}: q and step cannot be combined")
+        return _rounded(key, spec, source)
+    return _range(key, spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log", False), source)
 
 
-def _choice(key: str, choices: Any, source: str) -> Choice:
+def _choice(key: str, choices: Any, weights: Any, source: str) -> Choice:
     if not isinstance(choices, (list, tuple)):
         raise ConfigError(f"{source}: {key}: choices must be a list")
     if not choices:
@@ -461,20 +456,28 @@ def _choice(key: str, choices: Any, source: str) -> Choice:
         if v in seen:
             raise ConfigError(f"{source}: {key}: duplicate choice {v!r}")
         seen.append(v)
-    return Choice(tuple(values))
+    if weights is None:
+        return Choice(tuple(values))
+    if not isinstance(weights, (list, tuple)) or len(weights) != len(values):
+        raise ConfigError(f"{source}: {key}: weights must be {len(values)} numbers, one per choice")
+    ws = tuple(read_number(key, "weights", w, source) for w in weights)
+    if any(w < 0 for w in ws) or not math.isclose(sum(ws), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{source}: {key}: weights must be >= 0 and sum to 1, got {sum(ws):g}")
+    return Choice(tuple(values), ws)
 
 
-def _number(key: str, name: str, value: Any, source: str) -> float:
+def read_number(key: str, name: str, value: Any, source: str) -> float:
+    """A finite number (``"1e-3"`` strings included); else :class:`ConfigError` naming ``key`` and ``name``."""
     if isinstance(value, str):
         value = _numeric_string(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{source}: {key}: {name} must be a number, got {_show(value)}")
+        raise ConfigError(f"{source}: {key}: {name} must be a number, got {show(value)}")
     try:
         out = float(value)
     except OverflowError as e:
-        raise ConfigError(f"{source}: {key}: {name} {_show(value)} is too large") from e
+        raise ConfigError(f"{source}: {key}: {name} {show(value)} is too large") from e
     if not math.isfinite(out):
-        raise ConfigError(f"{source}: {key}: {name} must be finite, got {_show(value)}")
+        raise ConfigError(f"{source}: {key}: {name} must be finite, got {show(value)}")
     return out
 
 
@@ -489,9 +492,9 @@ def _numeric_string(text: str) -> Any:
 def _range(key: str, low: Any, high: Any, step: Any, log: Any, source: str) -> Range:
     if low is None or high is None:
         raise ConfigError(f"{source}: {key}: a range needs both low and high")
-    lo, hi = _number(key, "low", low, source), _number(key, "high", high, source)
+    lo, hi = read_number(key, "low", low, source), read_number(key, "high", high, source)
     if not isinstance(log, bool):
-        raise ConfigError(f"{source}: {key}: log must be true or false, got {_show(log)}")
+        raise ConfigError(f"{source}: {key}: log must be true or false, got {show(log)}")
     kind = _numeric_kind(key)
     if kind is None:
         raise ConfigError(f"{source}: {key}: a range needs a numeric parameter; give choices instead")
@@ -501,27 +504,17 @@ def _range(key: str, low: Any, high: Any, step: Any, log: Any, source: str) -> R
         raise ConfigError(f"{source}: {key}: low {lo} is greater than high {hi}")
     st: float | None = None
     if step is not None:
-        st = _number(key, "step", step, source)
+        st = read_number(key, "step", step, source)
         if st <= 0:
-            raise ConfigError(f"{source}: {key}: step must be positive, got {_show(step)}")
+            raise ConfigError(f"{source}: {key}: step must be positive, got {show(step)}")
         if integer and not float(st).is_integer():
-            raise ConfigError(f"{source}: {key}: step of an integer range must be an integer, got {_show(step)}")
+            raise ConfigError(f"{source}: {key}: step of an integer range must be an integer, got {show(step)}")
         if log and (not integer or st != 1):
             raise ConfigError(f"{source}: {key}: log and step cannot be combined")
-        st = int(st) if integer else st
+        st = (int(st) if st != 1 else None) if integer else st  # an int range's step 1 is its default
     if log and lo <= 0:
         raise ConfigError(f"{source}: {key}: a log range needs low > 0, got {lo}")
     return Range(low=lo, high=hi, integer=integer, step=st, log=log)
-
-
-def _check_probabilities(key: str, probabilities: Any, n: int, source: str) -> None:
-    if (not isinstance(probabilities, (list, tuple)) or len(probabilities) != n
-            or not all(isinstance(_numeric_string(p) if isinstance(p, str) else p, (int, float))
-                       and not isinstance(p, bool) for p in probabilities)):
-        raise ConfigError(f"{source}: {key}: probabilities must be {n} numbers, one per value")
-    total = sum(float(_numeric_string(p) if isinstance(p, str) else p) for p in probabilities)
-    if not math.isclose(total, 1.0, abs_tol=1e-6):
-        raise ConfigError(f"{source}: {key}: probabilities must sum to 1, got {total:g}")
 
 
 def _numeric_kind(key: str) -> type | None:
@@ -533,71 +526,58 @@ def _numeric_kind(key: str) -> type | None:
     return type(value) if type(value) in (int, float) else None
 
 
-def _kind(key: str, source: str) -> type:
+def _rounded(key: str, spec: Mapping[str, Any], source: str) -> Range:
+    """``{low, high, q, log?}``: sampled in the range, then rounded to a multiple of ``q``."""
+    if spec.get("low") is None or spec.get("high") is None:
+        raise ConfigError(f"{source}: {key}: a range needs both low and high")
+    # The bounds stay floats on an int key too: only the rounded values must be integers.
+    lo, hi = read_number(key, "low", spec["low"], source), read_number(key, "high", spec["high"], source)
+    log, q = spec.get("log", False), read_number(key, "q", spec["q"], source)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{source}: {key}: log must be true or false, got {show(log)}")
     kind = _numeric_kind(key)
     if kind is None:
-        raise ConfigError(f"{source}: {key}: a W&B distribution needs a numeric parameter; give values instead")
-    return kind
+        raise ConfigError(f"{source}: {key}: a range needs a numeric parameter; give choices instead")
+    if q <= 0:
+        raise ConfigError(f"{source}: {key}: q must be positive, got {show(spec['q'])}")
+    if lo > hi or (log and lo <= 0):
+        raise ConfigError(f"{source}: {key}: needs {'0 < ' if log else ''}low <= high, got {lo}..{hi}")
+    for end in (lo, hi):
+        _coerce(key, round(end / q) * q if kind is float else int(round(round(end / q) * q)), source)
+    return Range(low=lo, high=hi, integer=kind is int, log=log, q=q)
 
 
-def _wandb_range(key: str, spec: Mapping[str, Any], source: str) -> Param:
-    dist = spec.get("distribution")
-    if dist is not None and not isinstance(dist, str):
-        raise ConfigError(f"{source}: {key}: W&B distribution must be a name, got {dist!r}")
-    if dist in _WANDB_SHAPES:
-        return _wandb_shape(key, dist, spec, source)
-    if dist is not None and dist not in _WANDB_RANGES:
-        raise ConfigError(f"{source}: {key}: W&B distribution {dist!r} is not one of constant, categorical, "
-                          f"{', '.join(_WANDB_RANGES)}, {', '.join(_WANDB_SHAPES)}")
-    extra = sorted(set(spec) - {"min", "max", "distribution", "q"})
-    if "min" not in spec or "max" not in spec or extra:
-        what = f"does not use {extra[0]!r}" if extra else "needs min and max"
-        raise ConfigError(f"{source}: {key}: distribution {dist or 'uniform'!r} {what}")
-    lo, hi = _number(key, "min", spec["min"], source), _number(key, "max", spec["max"], source)
-    q = spec.get("q")
-    if dist is None:
-        # W&B infers int_uniform from integer bounds, uniform otherwise.
-        ints = all(float(v).is_integer() and not isinstance(_numeric_string(str(v)), float)
-                   for v in (spec["min"], spec["max"]))
-        dist = "int_uniform" if ints else "uniform"
-    if q is not None and not dist.startswith("q_"):
-        raise ConfigError(f"{source}: {key}: distribution {dist!r} does not use 'q'")
-    if dist in ("uniform", "int_uniform"):
-        return _range(key, lo, hi, None, False, source)
-    if dist == "q_uniform":
-        return _range(key, lo, hi, 1 if q is None else q, False, source)
-    if dist in ("log_uniform", "q_log_uniform", "inv_log_uniform"):
-        # Natural-log bounds (inv_: of 1/x, which is the same log-uniform law between exp(-max) and exp(-min)).
-        if max(abs(lo), abs(hi)) > 700:
-            raise ConfigError(f"{source}: {key}: {dist} bounds are exponents; {lo}..{hi} overflow")
-        lo, hi = (math.exp(-hi), math.exp(-lo)) if dist == "inv_log_uniform" else (math.exp(lo), math.exp(hi))
-    elif dist == "inv_log_uniform_values" and lo <= 0:
-        raise ConfigError(f"{source}: {key}: {dist} needs min > 0, got {lo}")
-    if dist in ("q_log_uniform", "q_log_uniform_values"):
-        step = _number(key, "q", 1 if q is None else q, source)
-        if step <= 0:
-            raise ConfigError(f"{source}: {key}: q must be positive, got {_show(q)}")
-        r = _range(key, lo, hi, None, True, source) if _kind(key, source) is float else None
-        if lo <= 0 or lo > hi:
-            raise ConfigError(f"{source}: {key}: {dist} needs 0 < min <= max, got {lo}..{hi}")
-        _coerce(key, round(lo / step) * step or step, source)
-        return Range(low=lo, high=hi, integer=r is None, log=True, q=step)
-    return _range(key, lo, hi, None, True, source)
-
-
-def _wandb_shape(key: str, dist: str, spec: Mapping[str, Any], source: str) -> Quantile:
-    names = _WANDB_SHAPES[dist]
-    extra = sorted(set(spec) - {*names, "distribution", "q"})
+def _shape(key: str, spec: Mapping[str, Any], source: str) -> Quantile:
+    dist = spec["distribution"]
+    if not isinstance(dist, str) or dist not in _SHAPES:
+        raise ConfigError(f"{source}: {key}: distribution {show(dist)} is not one of {', '.join(_SHAPES)}")
+    names = _SHAPES[dist]
+    extra = sorted(set(map(str, spec)) - {*names, "distribution", "q"})
     if extra or any(n not in spec for n in names):
         raise ConfigError(f"{source}: {key}: distribution {dist!r} requires {' and '.join(names)}"
                           + (f" and does not use {extra[0]!r}" if extra else ""))
-    a, b = (_number(key, n, spec[n], source) for n in names)
-    if b <= 0 or (dist.endswith("beta") and a <= 0):
-        raise ConfigError(f"{source}: {key}: distribution {dist!r}: {' and '.join(names[1:] if dist.endswith('normal') else names)} must be > 0")
-    q = spec.get("q")
-    if q is not None and not dist.startswith("q_"):
-        raise ConfigError(f"{source}: {key}: distribution {dist!r} does not use 'q'")
-    step = _number(key, "q", 1 if q is None else q, source) if dist.startswith("q_") else None
-    if step is not None and step <= 0:
-        raise ConfigError(f"{source}: {key}: q must be positive, got {_show(q)}")
-    return Quantile(dist.removeprefix("q_"), a, b, integer=_kind(key, source) is int, q=step)
+    a, b = (read_number(key, n, spec[n], source) for n in names)
+    if b <= 0 or (dist == "beta" and a <= 0):
+        raise ConfigError(f"{source}: {key}: distribution {dist!r}: "
+                          f"{' and '.join(names if dist == 'beta' else names[1:])} must be > 0")
+    q = read_number(key, "q", spec["q"], source) if "q" in spec else None
+    if q is not None and q <= 0:
+        raise ConfigError(f"{source}: {key}: q must be positive, got {show(spec['q'])}")
+    kind = _numeric_kind(key)
+    if kind is None:
+        raise ConfigError(f"{source}: {key}: distribution {dist!r} needs a numeric parameter; give choices instead")
+    return Quantile(dist, a, b, integer=kind is int, q=q)
+
+
+def _stored_before_issue_20(spec: Any) -> Any:
+    """Spaces stored by earlier versions spelt a q-rounded log range and a rounded quantile law
+    in W&B's words; read them as the same parameters."""
+    if not isinstance(spec, Mapping):
+        return spec
+    dist = spec.get("distribution")
+    if dist == "q_log_uniform_values" and {"min", "max", "q"} <= set(spec):
+        return {"low": spec["min"], "high": spec["max"], "log": True, "q": spec["q"],
+                **({"also": spec["also"]} if "also" in spec else {})}
+    if isinstance(dist, str) and dist.startswith("q_") and dist[2:] in _SHAPES:
+        return {**spec, "distribution": dist[2:]}
+    return spec

@@ -40,6 +40,8 @@ from optuna.trial import TrialState
 
 from torchcell_search.config import RunConfig
 from torchcell_search.errors import ConfigError, DataError, StudyError, TorchcellSearchError
+from torchcell_search.search.pruners import WandbHyperbandPruner, wandb_bands
+from torchcell_search.search.duplicates import DUPLICATE_ATTR, REPLICA_ATTR
 from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, check_pooling, parse_space
 from torchcell_search.search.sweep_files import SweepFile, read_sweep_file
 from torchcell_search.search.study_config import CONFIG_ATTR, DEFAULT_OBJECTIVE, StudyConfig
@@ -52,6 +54,7 @@ __all__ = [
     "build_study_config",
     "create_study_command",
     "default_jobs",
+    "format_ensemble",
     "format_status",
     "start_command",
     "status_command",
@@ -59,6 +62,8 @@ __all__ = [
 ]
 
 BASELINES_ATTR = "baselines"
+#: Study user attr: the notice that every point of a discrete space is done.
+EXHAUSTED_ATTR = "exhausted"
 _logger = logging.getLogger(__name__)
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _DEFAULT_SPACE = "configs/report.yaml"
@@ -68,11 +73,12 @@ _CHOICES = {
     "split": ("random", "pair", "gene"),
     "direction": ("maximize", "minimize"),
     "sampler": ("tpe", "random", "grid"),
-    "pruner": ("median", "hyperband", "none"),
+    "pruner": ("median", "hyperband", "wandb_hyperband", "none"),
     "device": ("auto", "cpu", "cuda"),
+    "ensemble_diversity": ("configs", "seeds"),
 }
 # Changing these on resume updates the study instead of conflicting with it.
-_RUNTIME_FIELDS = ("n_trials", "timeout")
+_RUNTIME_FIELDS = ("n_trials", "timeout", "ensemble", "ensemble_diversity")
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 _TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -153,7 +159,7 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
             out["data"] = str(value)
         elif name == "subset":
             out["subset"] = None if value is None else _int(name, value, 1)
-        elif name in ("epochs", "n_trials", "pruner_startup_trials", "pruner_min_resource"):
+        elif name in ("epochs", "n_trials", "pruner_startup_trials", "pruner_min_resource", "ensemble"):
             out[name] = _int(name, value, 1 if name != "pruner_startup_trials" else 0)
         elif name == "pruner_reduction_factor":
             out[name] = _int(name, value, 2)
@@ -189,6 +195,10 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
                 out["directions"] = list(names)
         elif name == "launcher":
             out["launcher"] = _launcher(value)
+        elif name == "wandb_hyperband":
+            out[name] = _wandb_hyperband(value)
+        elif name in ("fidelity", "fidelity_eta", "fidelity_start"):
+            out.update(_fidelity_option(name, value))
         elif name in _CHOICES:
             if value not in _CHOICES[name]:
                 raise ConfigError(f"--{name} {value!r}: expected one of {', '.join(_CHOICES[name])}")
@@ -208,6 +218,25 @@ def _normalise(given: Mapping[str, Any]) -> dict[str, Any]:
         else:
             raise ConfigError(f"unknown study option {name!r}")
     return out
+
+
+def _wandb_hyperband(value: Any) -> dict[str, Any]:
+    """W&B early_terminate settings as ``sweep_files`` fills them (``search/_wandb.py``), checked again."""
+    from torchcell_search.search._wandb import early_terminate
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"wandb_hyperband: expected W&B's early_terminate settings, got {value!r}")
+    return early_terminate({"type": "hyperband", **dict(value)}, "wandb_hyperband")
+def _fidelity_option(name: str, value: Any) -> dict[str, Any]:
+    from torchcell_search.search.fidelity import FIDELITY_STARTS, parse_fidelity
+
+    if name == "fidelity":
+        return {name: None if value in (None, "none") else parse_fidelity(value)}
+    if name == "fidelity_eta":
+        return {name: _int(name, value, 2)}
+    if value not in FIDELITY_STARTS:
+        raise ConfigError(f"--fidelity-start {value!r}: expected one of {', '.join(FIDELITY_STARTS)}")
+    return {name: value}
 
 
 def _launcher(value: Any) -> dict[str, Any]:
@@ -274,7 +303,7 @@ def _complete(given: dict[str, Any]) -> StudyConfig:
     space = SearchSpace.from_dict(given["space"], source=given.get("space_source") or "<space>")
     values = dict(given)
     if "objective" not in values and space.metric:
-        values.update(_normalise({"objective": space.metric["name"]}))
+        values.update(_metric_objective(space))
         if "direction" not in values and space.metric.get("goal"):
             values["direction"] = space.metric["goal"]
     if "sampler" not in values and space.sampler:
@@ -298,12 +327,28 @@ def _complete(given: dict[str, Any]) -> StudyConfig:
     else:
         values.setdefault("epochs", 20)
     cfg = StudyConfig(**values)
+    if cfg.pruner == "wandb_hyperband" and not cfg.wandb_hyperband:
+        raise ConfigError("--pruner wandb_hyperband: takes its bands from a W&B file's early_terminate; give --space "
+                          "with one, or use --pruner hyperband")
     check_pooling(space.params, cfg.overrides or {}, space.source)
     if cfg.sampler == "grid":
         space.grid()  # raises ConfigError for float ranges
+    if cfg.fidelity and cfg.is_multi_objective:
+        raise ConfigError(f"--fidelity {cfg.fidelity}: Optuna prunes only single-objective studies; "
+                          f"give one --objective or drop --fidelity")
     if cfg.pruner_warmup_epochs is not None and cfg.pruner_warmup_epochs >= cfg.epochs:
         raise ConfigError(f"pruner_warmup_epochs {cfg.pruner_warmup_epochs}: must be below epochs ({cfg.epochs})")
     return cfg
+
+
+def _metric_objective(space: SearchSpace) -> dict[str, Any]:
+    """The sweep file's ``metric.name`` as the objective; an error names the file and ``metric.name``."""
+    try:
+        return _normalise({"objective": space.metric["name"]})
+    except ConfigError as e:
+        raise ConfigError(f"{space.source}: metric.name {space.metric['name']!r}: expected "
+                          f"<train|val>/<fitness|gene_interaction|combined>/<MSE|Pearson|Spearman> or val/loss "
+                          f"(TorchCell's val/transformed/... names are read too)") from e
 
 
 def _creation_notices(cfg: StudyConfig) -> list[str]:
@@ -333,8 +378,15 @@ def _make_sampler(cfg: StudyConfig, *, seed: int) -> optuna.samplers.BaseSampler
 
 
 def _make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    if cfg.fidelity:  # the rungs replace the per-epoch pruner
+        from torchcell_search.search.fidelity import RungPruner
+
+        return RungPruner(cfg.fidelity_eta)
     if cfg.pruner == "none" or cfg.is_multi_objective:
         return optuna.pruners.NopPruner()
+    if cfg.pruner == "wandb_hyperband":
+        return WandbHyperbandPruner(wandb_bands(cfg.wandb_hyperband), cfg.wandb_hyperband["eta"],
+                                    strict=cfg.wandb_hyperband["strict"])
     if cfg.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=cfg.pruner_min_resource, max_resource=cfg.epochs,
                                               reduction_factor=cfg.pruner_reduction_factor)
@@ -349,6 +401,25 @@ def _names(storage: optuna.storages.BaseStorage) -> list[str]:
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("--study: the study name must not be empty")
+
+
+# A new study's name goes into generated commands (``worker --study NAME`` in the sbatch script
+# and in each local worker), Slurm job and log file names and checkpoint paths.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def _check_new_name(name: str) -> None:
+    """Refuse a study name that would break a generated command, job name or file name."""
+    _check_name(name)
+    if _NAME_RE.fullmatch(name):
+        return
+    if name[0] in "-.":
+        problem = f"begins with {name[0]!r}" + (" (a command would read it as an option)" if name[0] == "-" else "")
+    else:
+        bad = next(c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c))
+        problem = f"contains {bad!r}" + (" (whitespace)" if bad.isspace() else "")
+    raise ConfigError(f"--study {name!r}: the name {problem}; use letters, digits, '_', '.' and '-' "
+                      f"(not first): it goes into worker commands, Slurm job names and file names")
 
 
 def _load(name: str, storage_url: str | None) -> tuple[optuna.storages.RDBStorage, StudyConfig]:
@@ -418,7 +489,7 @@ def _wait_for_config(rdb: optuna.storages.BaseStorage, name: str, timeout: float
 
 def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, Any] | None, *,
                      cache_dir: Path | None = None) -> dict[str, Any]:
-    _check_name(name)
+    _check_new_name(name)
     given, notices = _given_options(options)  # validated before the storage is touched
     fresh = _complete({**({} if "space" in given else _normalise({"space": _DEFAULT_SPACE})), **given})
     if fresh.data != "demo":
@@ -475,57 +546,75 @@ def create_study_command(name: str, storage: str | None, options: Mapping[str, A
 
 
 def start_command(name: str, storage: str | None, options: Mapping[str, Any] | None, *, jobs: int | None = None,
-                  cache_dir: Path | None = None, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  cache_dir: Path | None = None, notify: Callable[[str], None] | None = None,
+                  workers_per_gpu: int = 1, threads: int | None = None, slurm_cpus: int | None = None,
+                  visible_gpus: str | None = None) -> dict[str, Any]:
     """Create or resume a study, then run trials until its budget is reached.
 
     Args:
         jobs: worker processes; 1 runs the trials in this process, more start that many
-            ``torchcell-search worker`` processes and wait for them. ``None``: one per core
-            this process may use (:func:`default_jobs`), never more than the trials left.
+            ``torchcell-search worker`` processes and wait for them. ``None``: the worker plan
+            of :func:`~torchcell_search.search.workers.worker_plan` (one per usable CPU, or
+            ``workers_per_gpu`` per visible GPU), never more than the trials left.
         notify: called with each notice (unused keys of a sweep file, pruning off for
-            several objectives) before any trial runs.
+            several objectives) and the worker plan, before any trial runs.
+        workers_per_gpu, threads, slurm_cpus, visible_gpus: see :func:`worker_plan`.
 
     Returns:
         The study's status (see :func:`status_command`).
     """
+    from torchcell_search.search.workers import worker_plan
+
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    for flag, value in (("--threads", threads), ("--workers-per-gpu", workers_per_gpu)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{flag}: expected an integer >= 1, got {value!r}")  # before anything is written
     created = _create_or_check(name, storage, options, cache_dir=cache_dir)
     for line in created["notices"] if notify else ():
         notify(line)
     rdb, cfg = _load(name, storage)
-    if jobs is None:
-        left = _budget_left(optuna.load_study(study_name=name, storage=rdb), cfg.n_trials)
-        jobs = default_jobs(left)
-    if jobs == 1:
-        worker_command(name, storage, cache_dir=cache_dir, sampler_seed=cfg.seed)
+    left = _budget_left(optuna.load_study(study_name=name, storage=rdb), cfg.n_trials)
+    plan = worker_plan(left, device=cfg.device, jobs=jobs, workers_per_gpu=workers_per_gpu, threads=threads,
+                       slurm_cpus=slurm_cpus, visible_gpus=visible_gpus)
+    if notify:
+        notify(plan.describe())
+    if plan.workers == 1:
+        _work_in_process(name, storage, cache_dir, cfg.seed, plan.threads)
     else:
-        _spawn_workers(name, resolve_storage(storage), jobs, cache_dir)
+        _spawn_workers(name, resolve_storage(storage), plan, cache_dir)
     return status_command(name, storage)
 
 
 def default_jobs(trials_left: int) -> int:
-    """Workers ``start`` runs without ``--jobs``: one per usable core, at most one per trial left.
+    """Workers ``start`` runs on the CPU without ``--jobs``: one per usable CPU, at most one per trial left."""
+    from torchcell_search.search.workers import worker_plan
 
-    Each worker runs one torch thread (the CLI's default): these sparse graph kernels gain
-    little from a second thread, so a core is worth more as another worker.
-    """
+    return worker_plan(trials_left, device="cpu").workers
+
+
+def _work_in_process(name: str, storage: str | None, cache_dir: Path | None, seed: int, threads: int) -> None:
+    """The one worker of a plan, in this process, with the plan's torch threads (restored after)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups, Slurm)
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, trials_left))
+        worker_command(name, storage, cache_dir=cache_dir, sampler_seed=seed)
+    finally:
+        torch.set_num_threads(previous)
 
 
-def _spawn_workers(name: str, url: str, jobs: int, cache_dir: Path | None) -> None:
+def _spawn_workers(name: str, url: str, plan: Any, cache_dir: Path | None) -> None:
+    """Start the plan's workers, each with its threads and its GPU in its own environment."""
     env = dict(os.environ)
     env["TORCHCELL_SEARCH_STORAGE"] = url  # not on the command line, where ps would show a password
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    env.setdefault("OMP_NUM_THREADS", str(threads))
-    cmd = [sys.executable, "-m", "torchcell_search.cli", "worker", "--study", name]
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(plan.threads)
+    cmd = [sys.executable, "-m", "torchcell_search.cli", "worker", f"--study={name}"]
     if cache_dir is not None:
         cmd += ["--cache-dir", str(cache_dir)]
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(jobs)]
+    procs = [subprocess.Popen(cmd, env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu})
+             for gpu in plan.gpus]
     try:
         codes = [p.wait() for p in procs]
     except BaseException:
@@ -555,9 +644,41 @@ class _OverBudget(Exception):
     """A trial was created after the budget's last slot was taken (ends as FAIL, untrained)."""
 
 
+def _counted(trials: list[optuna.trial.FrozenTrial], n_trials: int) -> int:
+    """Trials of ``trials`` that use the search budget: seed replicas have their own
+    (``ensemble - 1``), and duplicates answered from an earlier trial (no training, about a
+    second each) are free, up to ``10 * n_trials`` of them so a sampler stuck on known points
+    cannot run forever."""
+    search = [t for t in trials if REPLICA_ATTR not in t.user_attrs]
+    return len(search) - min(sum(DUPLICATE_ATTR in t.user_attrs for t in search), 10 * n_trials)
+
+
 def _budget_left(study: optuna.Study, n_trials: int) -> int:
     # WAITING trials (enqueued or retried) are not counted here: asking pops them first.
-    return n_trials - len(study.get_trials(deepcopy=False, states=_TAKEN))
+    return n_trials - _counted(study.get_trials(deepcopy=False, states=_TAKEN), n_trials)
+
+
+def _exhausted(study: optuna.Study, cfg: StudyConfig) -> str | None:
+    """The notice that every point of the study's discrete space is done (stored with the study), or None."""
+    from torchcell_search.search.duplicates import exhausted_notice
+
+    notice = exhausted_notice(SearchSpace.from_dict(cfg.space), study.get_trials(deepcopy=False), cfg.seed)
+    if notice and study.user_attrs.get(EXHAUSTED_ATTR) != notice:
+        study.set_user_attr(EXHAUSTED_ATTR, notice)
+    return notice
+
+
+def _train_replicas(study: optuna.Study, cfg: StudyConfig, run_one: Callable[[optuna.Trial], Any],
+                    stop: threading.Event) -> None:
+    """Queue the seed replicas a ``seeds`` ensemble lacks and train queued ones until none is left."""
+    from torchcell_search.search.ensemble import missing_replicas
+
+    anchor, seeds = missing_replicas(study, cfg)
+    for seed in seeds:
+        study.enqueue_trial(dict(anchor.params), user_attrs={REPLICA_ATTR: seed}, skip_if_exists=False)
+    while not stop.is_set() and any(REPLICA_ATTR in t.user_attrs for t in study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING,))):
+        study.optimize(run_one, n_trials=1, catch=(_OverBudget,))
 
 
 def _ensure_baselines(study: optuna.Study, dataset: Any, split: Any, seed: int) -> None:
@@ -582,9 +703,13 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
             ``stopped_reason = "preempted"`` and is re-queued (WAITING) to resume from that
             checkpoint; no new trial starts.
 
+    Once the budget is spent (or every point of a discrete space is done: ``notice`` says
+    so), a study whose recipe asks for a ``seeds`` ensemble trains the best trial's missing
+    seed replicas (``ensemble - 1``, outside the budget).
+
     Returns:
-        ``{"study", "trials_run", "preempted"}``; ``preempted`` is the number of the trial
-        handed back, or ``None``.
+        ``{"study", "trials_run", "preempted", "notice"}``; ``preempted`` is the number of the
+        trial handed back, or ``None``.
 
     Raises:
         StudyError: no such study (the names in the storage are listed), or a trial failed
@@ -598,8 +723,12 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
     seed = sampler_seed if sampler_seed is not None else (cfg.seed * 1_000_003 + os.getpid()) % 2**31
     study = optuna.load_study(study_name=name, storage=rdb, sampler=_make_sampler(cfg, seed=seed),
                               pruner=_make_pruner(cfg))
-    if _budget_left(study, cfg.n_trials) <= 0:
-        return {"study": name, "trials_run": 0, "preempted": None}
+    from torchcell_search.search.ensemble import missing_replicas
+
+    notice = _exhausted(study, cfg)
+    queued = any(REPLICA_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if (_budget_left(study, cfg.n_trials) <= 0 or notice) and not missing_replicas(study, cfg)[1] and not queued:
+        return {"study": name, "trials_run": 0, "preempted": None, "notice": notice}
     objective = Objective(name, cfg, url, cache_dir=cache_dir, stop=stop)
     # The baselines use the data and split the objective loaded: one load per worker.
     _ensure_baselines(study, objective.dataset, objective.split, cfg.seed)
@@ -611,7 +740,7 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
             trial.set_user_attr("stopped_reason", "preempted")
             raise TrialPreempted(f"trial {trial.number}: preempted before it started")
         earlier = [t for t in study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number]
-        if len(earlier) >= cfg.n_trials:
+        if REPLICA_ATTR not in trial.user_attrs and _counted(earlier, cfg.n_trials) >= cfg.n_trials:
             trial.set_user_attr("stopped_reason", "over_budget")
             study.stop()
             raise _OverBudget(f"trial {trial.number}: the budget of {cfg.n_trials} trials is taken")
@@ -619,7 +748,7 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
         return objective(trial)
 
     def stop_when_spent(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if _budget_left(study, cfg.n_trials) <= 0:
+        if _budget_left(study, cfg.n_trials) <= 0 or _exhausted(study, cfg):
             study.stop()
 
     def refresh_figures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -635,9 +764,11 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
     optimize_logger = logging.getLogger("optuna.study._optimize")
     optimize_logger.addFilter(quiet)
     try:
-        study.optimize(guarded, timeout=cfg.timeout, catch=(_OverBudget,), callbacks=[
-            optuna.study.MaxTrialsCallback(cfg.n_trials, states=_FINISHED), stop_when_spent, refresh_figures,
-        ])
+        if _budget_left(study, cfg.n_trials) > 0 and not notice:
+            # stop_when_spent also does what optuna's MaxTrialsCallback would, counting as _counted does.
+            study.optimize(guarded, timeout=cfg.timeout, catch=(_OverBudget,),
+                           callbacks=[stop_when_spent, refresh_figures])
+        _train_replicas(study, cfg, guarded, stop)
     except TrialPreempted:
         # Hand the trial back: a WAITING copy with the same params resumes from its checkpoint.
         failed = rdb.get_trial(run["trial_id"])
@@ -651,7 +782,7 @@ def worker_command(name: str, storage: str | None, *, cache_dir: Path | None = N
         raise StudyError(f"study {name!r}: a trial failed: {type(e).__name__}: {e}") from e
     finally:
         optimize_logger.removeFilter(quiet)
-    return {"study": name, "trials_run": run["n"], "preempted": None}
+    return {"study": name, "trials_run": run["n"], "preempted": None, "notice": _exhausted(study, cfg)}
 
 
 # --- status / best --------------------------------------------------------------------
@@ -676,7 +807,10 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "test": dict(trial.user_attrs.get("test") or {}),
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "stopped_reason": trial.user_attrs.get("stopped_reason"),
+        "duplicate_of": trial.user_attrs.get(DUPLICATE_ATTR),
+        "replica_seed": trial.user_attrs.get(REPLICA_ATTR),
         "duration_s": duration,
+        "rungs": list(trial.user_attrs.get("rungs") or []),
     }
 
 
@@ -684,6 +818,9 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
     if len(study.directions) > 1 or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     trial = study.best_trial
+    original = trial.user_attrs.get(DUPLICATE_ATTR)
+    if original is not None:  # the trial it was answered from holds the model
+        trial = study.trials[int(original)]
     return {**_trial_row(trial), "value": trial.value, "config": trial.user_attrs.get("config")}
 
 
@@ -695,15 +832,22 @@ def _pareto(study: optuna.Study) -> list[dict[str, Any]]:
             for t in sorted(study.best_trials, key=lambda t: t.number)]
 
 
-def status_command(name: str, storage: str | None, *, as_json: bool = False) -> dict[str, Any]:
+def status_command(name: str, storage: str | None, *, as_json: bool = False, ensemble: int | None = None,
+                   ensemble_diversity: str | None = None) -> dict[str, Any]:
     """A study's trials as one JSON-safe dict (``format_status`` renders the table).
 
+    Args:
+        ensemble, ensemble_diversity: score this ensemble (default: the study's, when it
+            averages more than one trial).
+
     Returns:
-        ``{"study": {name, direction, objective, n_trials, config, baselines, counts},
-        "trials": [{number, state, params, values, metrics, duration_s, ...}], "best": row | None}``.
+        ``{"study": {name, direction, objective, n_trials, config, baselines, counts, notice},
+        "trials": [{number, state, params, values, metrics, duration_s, ...}], "best": row | None,
+        "ensemble": {k, diversity, members, val, test, best_single, gain} | {k, diversity, error} | None}``.
 
     Raises:
         StudyError: no such study (the names in the storage are listed).
+        ConfigError: an invalid ensemble size or diversity.
     """
     rdb, cfg = _load(name, storage)
     study = optuna.load_study(study_name=name, storage=rdb)
@@ -717,11 +861,40 @@ def status_command(name: str, storage: str | None, *, as_json: bool = False) -> 
             "direction": cfg.direction, "objectives": cfg.objective_names, "directions": cfg.objective_directions,
             "n_trials": cfg.n_trials, "counts": counts,
             "config": cfg.to_dict(), "baselines": study.user_attrs.get(BASELINES_ATTR),
+            "notice": study.user_attrs.get(EXHAUSTED_ATTR),
         },
         "trials": [_trial_row(t) for t in trials],
         "best": _best(study),
         "pareto": _pareto(study) if cfg.is_multi_objective else None,
+        "fidelity": _fidelity_status(cfg, trials),
+        "ensemble": _ensemble(study, rdb, storage, cfg, ensemble, ensemble_diversity),
     }
+
+
+def _fidelity_status(cfg: StudyConfig, trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
+    """A fidelity study's rungs and rank correlations between them (None for a plain study)."""
+    if not cfg.fidelity:
+        return None
+    from torchcell_search.search.fidelity import rank_correlations
+
+    return {"ladder": cfg.fidelity, "eta": cfg.fidelity_eta, "start": cfg.fidelity_start,
+            **rank_correlations(trials)}
+
+
+def _ensemble(study: optuna.Study, rdb: optuna.storages.BaseStorage, storage: str | None, cfg: StudyConfig,
+              k: int | None, diversity: str | None) -> dict[str, Any] | None:
+    """The ensemble's scores for ``status``, or why there are none yet (``{"k", "diversity", "error"}``)."""
+    from torchcell_search.search.ensemble import check_ensemble, ensemble_summary
+    from torchcell_search.storage.artifacts import artifacts_dir, open_artifact_store
+
+    k, diversity = check_ensemble(cfg.ensemble if k is None else k, diversity or cfg.ensemble_diversity)
+    if k < 2:
+        return None
+    store = open_artifact_store(artifacts_dir(storage, cfg.artifacts))
+    try:
+        return ensemble_summary(study, rdb, store, k=k, diversity=diversity)
+    except StudyError as e:  # too few members yet: status still shows the trials
+        return {"k": k, "diversity": diversity, "error": str(e)}
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -761,6 +934,10 @@ def format_status(status: Mapping[str, Any]) -> str:
         shown = " ".join(f"{_fmt(v, '9.4f'):>9}" for v in values)
         params = " ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}"
                           for k, v in row["params"].items())
+        if row.get("duplicate_of") is not None:
+            params += f" (duplicate of {row['duplicate_of']})"
+        if row.get("replica_seed") is not None:
+            params += f" (seed replica, seed {row['replica_seed']})"
         mark = "*" if row["number"] in pareto else " "
         lines.append(f"{row['number']:>3}{mark} {row['state']:<8} {shown:>{width}} "
                      f"{_fmt(m.get('val/fitness/MSE'), '11.5f'):>11} "
@@ -771,25 +948,54 @@ def format_status(status: Mapping[str, Any]) -> str:
         lines.append(f"best: trial {best['number']} {s['objective']} = {best['value']:.4f}")
     if pareto:
         lines.append(f"Pareto set (*): trials {', '.join(str(n) for n in sorted(pareto))}")
+    if status.get("fidelity"):
+        from torchcell_search.search.fidelity import format_fidelity
+
+        lines.extend(format_fidelity(status["fidelity"], status["trials"]))
+    lines += format_ensemble(status.get("ensemble"))
+    if s.get("notice"):
+        lines.append(f"note: {s['notice']}")
     return "\n".join(lines)
 
 
-def best_command(name: str, storage: str | None, *, as_json: bool = False) -> dict[str, Any]:
+def format_ensemble(ensemble: Mapping[str, Any] | None) -> list[str]:
+    """The ensemble beside its best member: val and test ε Pearson and fitness MSE."""
+    if not ensemble:
+        return []
+    head = f"ensemble of {ensemble['k']} ({ensemble['diversity']})"
+    if "error" in ensemble:
+        return [f"{head}: {ensemble['error']}"]
+    single = ensemble["best_single"]
+    cells = []
+    for part in ("val", "test"):
+        r, mse = f"{part}/gene_interaction/Pearson", f"{part}/fitness/MSE"
+        cells.append(f"{part} gi r {_fmt(ensemble[part].get(r), '.3f')} (best trial {_fmt(single[part].get(r), '.3f')}), "
+                     f"fit MSE {_fmt(ensemble[part].get(mse), '.5f')} ({_fmt(single[part].get(mse), '.5f')})")
+    return [f"{head}, trials {', '.join(map(str, ensemble['members']))}: {'; '.join(cells)}"]
+
+
+def best_command(name: str, storage: str | None, *, as_json: bool = False, ensemble: int | None = None,
+                 ensemble_diversity: str | None = None) -> dict[str, Any]:
     """The best complete trial: number, value, params, metrics, test metrics and full config.
 
     A multi-objective study has no single best trial: the result is its Pareto set,
-    ``{"study", "objectives", "directions", "pareto": [rows with "values"]}``.
+    ``{"study", "objectives", "directions", "pareto": [rows with "values"]}``. With an
+    ensemble (``ensemble`` > 1, or the study's default) the result's ``"ensemble"`` holds its
+    members and val / test metrics beside the best single trial's (see ``status_command``).
 
     Raises:
-        StudyError: no such study, or it has no complete trial yet.
+        StudyError: no such study, it has no complete trial yet, or the ensemble asked for
+            has too few members.
     """
-    status = status_command(name, storage)
+    status = status_command(name, storage, ensemble=ensemble, ensemble_diversity=ensemble_diversity)
+    if status["ensemble"] and "error" in status["ensemble"] and ensemble is not None:
+        raise StudyError(status["ensemble"]["error"])
     s = status["study"]
     if status["pareto"] is not None:
         if not status["pareto"]:
             raise StudyError(f"study {name!r} has no complete trial yet; run `torchcell-search start --study {name}`")
         return {"study": name, "objectives": s["objectives"], "directions": s["directions"],
-                "pareto": status["pareto"]}
+                "pareto": status["pareto"], "ensemble": status["ensemble"]}
     if status["best"] is None:
         raise StudyError(f"study {name!r} has no complete trial yet; run `torchcell-search start --study {name}`")
-    return {"study": name, "objective": s["objective"], **status["best"]}
+    return {"study": name, "objective": s["objective"], **status["best"], "ensemble": status["ensemble"]}

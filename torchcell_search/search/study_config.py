@@ -59,8 +59,19 @@ class StudyConfig:
     # Hyperband's smallest budget (epochs) and reduction factor (W&B early_terminate min_iter / eta).
     pruner_min_resource: int = 1
     pruner_reduction_factor: int = 3
+    # pruner "wandb_hyperband": W&B's early_terminate settings (max_iter + s | min_iter, eta, strict), filled.
+    wandb_hyperband: dict[str, Any] = field(default_factory=dict)
     # Slurm settings from a sweep file's launcher: defaults of `torchcell-search slurm` for this study.
     launcher: dict[str, Any] = field(default_factory=dict)
+    # Data size as a fidelity (search/fidelity.py): "subset:N1,N2,...[,all]" train records per
+    # rung, None for a plain study; the top 1/eta of a rung go on, from its weights or from scratch.
+    fidelity: str | None = None
+    fidelity_eta: int = 3
+    fidelity_start: str = "scratch"
+    # `predict` averages this many trials by default (1: the best trial alone); "configs" takes
+    # the best distinct configurations, "seeds" the best one retrained with other seeds.
+    ensemble: int = 1
+    ensemble_diversity: str = "configs"
 
     @property
     def objective_names(self) -> list[str]:

@@ -7,8 +7,13 @@ seed, pruner, Slurm launcher settings) and notices about keys that are not used 
 
 - **Ours**: ``parameters`` with ``choices`` / ``low``/``high`` / fixed values (``spaces.py``).
 - **W&B**: ``parameters`` flat or nested (``cell_dataset: {parameters: {...}}`` at any
-  depth), ``method``, ``metric: {name, goal}``, ``early_terminate: {type: hyperband,
-  min_iter, eta}`` (Optuna's HyperbandPruner), ``run_cap`` (``n_trials``).
+  depth), ``method``, ``metric: {name, goal}``, ``early_terminate`` (W&B's hyperband,
+  ``pruners.py``), ``run_cap`` (``n_trials``); every setting as wandb/sweeps defines it
+  (``_wandb.py`` translates W&B's vocabulary into our spec format). Ours and W&B's, flat or
+  nested, take one path, so a key is accepted or refused the same way in each.
+
+Data flows one way: this module and ``_wandb.py`` read files and hand ``spaces.parse_space``
+our spec format; ``spaces`` knows no file format.
 - **Hydra**: a config whose ``defaults:`` chain is composed from the file's folder as
   Hydra does (``_self_`` where listed, else last; ``override hydra/...`` entries select
   Hydra plugins and are not files), OmegaConf interpolations resolved, and
@@ -34,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +49,10 @@ import yaml
 
 from torchcell_search.config import parameter_keys
 from torchcell_search.errors import ConfigError
-from torchcell_search.search.spaces import SearchSpace, load_yaml, parse_space
+from torchcell_search.search import _wandb
+from torchcell_search.search.spaces import SearchSpace, load_yaml, parse_space, unknown_key_message
 
-__all__ = ["SweepFile", "read_sweep_file", "TORCHCELL_OBJECTIVES"]
+__all__ = ["SweepFile", "load_space", "read_sweep_file", "TORCHCELL_OBJECTIVES"]
 
 #: What TorchCell's Hydra main returns for its two directions (z-scored labels, pooled).
 TORCHCELL_OBJECTIVES = ("val/combined/MSE", "val/combined/Pearson")
@@ -55,8 +62,23 @@ _WANDB_TOP = {"parameters", "method", "metric", "name", "description", "program"
               "early_terminate", "project", "entity", "run_cap"}
 _TORCHCELL_SECTIONS = {"cell_dataset", "data_module", "trainer", "model", "regression_task", "wandb",
                        "profiler", "heads", "norms", "transforms", "compile_mode"}
-_SLURM_KEYS = ("partition", "cpus_per_task", "mem_gb", "timeout_min", "gres", "tasks_per_node", "nodes",
-               "gpus_per_node", "gpus_per_task")
+#: submitit launcher settings (hydra-submitit-launcher ``hydra_plugins/hydra_submitit_launcher/config.py``,
+#: ``BaseQueueConf`` / ``SlurmQueueConf``) the study's sbatch script takes (``slurm.launcher_defaults``).
+_SLURM_KEYS = ("partition", "cpus_per_task", "mem_gb", "timeout_min", "gres", "gpus_per_node", "gpus_per_task")
+#: The others, with what happens instead; ``nodes``/``tasks_per_node`` only when not 1.
+_SUBMITIT_UNUSED = {
+    "nodes": "each trial is one Slurm array task on one node, one task; submitit's multi-node job is not built",
+    "tasks_per_node": "each trial is one Slurm array task on one node, one task; submitit's multi-node job is "
+                      "not built",
+    "submitit_folder": "submitit's files: the sbatch script is written by `torchcell-search slurm`",
+    "name": "the job name is the study's", "stderr_to_stdout": "submitit's log files",
+    "signal_delay_s": "submitit's requeue; a trial resumes from its checkpoint",
+    "max_num_timeout": "submitit's requeue; a trial resumes from its checkpoint",
+    "array_parallelism": "submitit's array throttle; give --array 0-N%P to `torchcell-search slurm`",
+    "setup": "submitit's shell setup lines; edit the written sbatch script",
+    "srun_args": "submitit's srun arguments; the script runs the worker directly",
+}
+_SBATCH_ONLY = "not written to the sbatch script; add it there or pass it to sbatch"
 
 
 @dataclass(frozen=True)
@@ -264,6 +286,10 @@ _RULES: list[tuple[str, _Rule]] = [
 ]
 
 
+#: TorchCell keys of the table written out (no wildcard), offered as close matches of an unknown key.
+_TABLE_KEYS = frozenset(pattern for pattern, _ in _RULES if "*" not in pattern)
+
+
 def _rule(key: str) -> _Rule | None:
     for pattern, rule in _RULES:
         if fnmatch.fnmatchcase(key, pattern):
@@ -291,14 +317,15 @@ def read_sweep_file(path: str | Path) -> SweepFile:
     data = load_yaml(text, source)
     if _is_hydra(data):
         return _read_hydra(path, source)
-    if not isinstance(data, Mapping) or not _is_nested_wandb(data) and not _has_torchcell_keys(data):
-        # Ours, or a flat W&B file with our keys: spaces.py reads and checks it.
-        space = parse_space(data if data is not None else {}, source=source)
-        line = _unused_line(source, _wandb_unused(data)) if isinstance(data, Mapping) else ""
-        return SweepFile(space, _wandb_options(data, source), (line,) if line else (), "torchcell-search")
+    if data is None or not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with a 'parameters' section")
+    # Ours and W&B's, flat or nested, take one path, so a key means the same in each.
     return _read_wandb(data, source)
 
 
+def load_space(path: str | Path) -> SearchSpace:
+    """The search space of a sweep file in any format (:func:`read_sweep_file`)."""
+    return read_sweep_file(path).space
 
 
 def _is_hydra(data: Any) -> bool:
@@ -311,13 +338,6 @@ def _is_hydra(data: Any) -> bool:
 def _is_nested_wandb(data: Mapping[str, Any]) -> bool:
     params = data.get("parameters")
     return isinstance(params, Mapping) and any(isinstance(v, Mapping) and "parameters" in v for v in params.values())
-
-
-def _has_torchcell_keys(data: Mapping[str, Any]) -> bool:
-    params = data.get("parameters")
-    known = set(parameter_keys())
-    return isinstance(params, Mapping) and any(
-        isinstance(k, str) and k not in known and _rule(k) is not None for k in params)
 
 
 # --- W&B ------------------------------------------------------------------------------
@@ -336,74 +356,71 @@ def _flatten_wandb(params: Mapping[str, Any], prefix: str, source: str) -> dict[
     return out
 
 
-def _wandb_options(data: Any, source: str) -> dict[str, Any]:
-    """Study options from W&B's top-level keys (early_terminate, run_cap)."""
-    if not isinstance(data, Mapping):
-        return {}
+def _wandb_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Study options from W&B's top-level keys: early_terminate (W&B's hyperband, ``pruners.py``), run_cap."""
     out: dict[str, Any] = {}
-    early = data.get("early_terminate")
-    if early is not None:
-        if not isinstance(early, Mapping) or early.get("type") != "hyperband":
-            kind = early.get("type") if isinstance(early, Mapping) else early
-            raise ConfigError(f"{source}: early_terminate.type: {kind!r} is not supported; W&B's only type is "
-                              f"hyperband (Optuna's HyperbandPruner)")
-        unknown = sorted(set(map(str, early)) - {"type", "min_iter", "max_iter", "eta", "s", "strict"})
-        if unknown:
-            raise ConfigError(f"{source}: early_terminate.{unknown[0]}: unknown field")
-        out["pruner"] = "hyperband"
-        for name, field_name in (("min_iter", "pruner_min_resource"), ("eta", "pruner_reduction_factor")):
-            value = early.get(name)
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "min_iter" else 2):
-                    raise ConfigError(f"{source}: early_terminate.{name}: expected an integer >= "
-                                      f"{1 if name == 'min_iter' else 2}, got {value!r}")
-                out[field_name] = value
+    if data.get("early_terminate") is not None:
+        out["pruner"] = "wandb_hyperband"
+        out["wandb_hyperband"] = _wandb.early_terminate(data["early_terminate"], source)
     run_cap = data.get("run_cap")
     if run_cap is not None:
         if isinstance(run_cap, bool) or not isinstance(run_cap, int) or run_cap < 1:
             raise ConfigError(f"{source}: run_cap: expected an integer >= 1, got {run_cap!r}")
         out["n_trials"] = run_cap
-    metric = data.get("metric")
-    if isinstance(metric, Mapping) and "target" in metric:
-        raise ConfigError(f"{source}: metric.target: stopping the study at a target value is not supported; "
-                          f"remove it and use run_cap / --n-trials")
     return out
 
 
+def _entry(key: str, spec: Any, source: str) -> _Entry:
+    """A parameter of a W&B or our file: fixed, or sampled as our spec (W&B's translated, ``_wandb.py``)."""
+    if isinstance(spec, list):
+        return _Entry(spec={"choices": spec}, group=key)
+    if not isinstance(spec, Mapping):
+        return _Entry(value=spec)
+    if _wandb.is_wandb_spec(spec):
+        spec = _wandb.wandb_spec(key, spec, source)
+    if set(spec) == {"value"}:
+        return _Entry(value=spec["value"])
+    return _Entry(spec=dict(spec), group=key)
+
+
 def _read_wandb(data: Mapping[str, Any], source: str) -> SweepFile:
-    unknown = [str(k) for k in data if k not in _WANDB_TOP]
+    unknown = [str(k) for k in data if k not in _WANDB_TOP | {"sampler"}]
     if unknown:
         raise ConfigError(f"{source}: unknown section {unknown[0]!r}; expected {', '.join(sorted(_WANDB_TOP))}")
     params = data.get("parameters")
     if not isinstance(params, Mapping) or not params:
         raise ConfigError(f"{source}: 'parameters' must be a non-empty mapping of dotted key -> spec")
     flat = _flatten_wandb(params, "", source)
-    entries: dict[str, _Entry] = {}
-    for key, spec in flat.items():
-        if isinstance(spec, Mapping) and set(spec) <= {"value", "distribution"} and "value" in spec \
-                and spec.get("distribution", "constant") == "constant":
-            entries[key] = _Entry(value=spec["value"])
-        elif isinstance(spec, Mapping):
-            entries[key] = _Entry(spec=dict(spec), group=key)
-        else:
-            entries[key] = _Entry(value=spec)
+    entries = {key: _entry(key, spec, source) for key, spec in flat.items()}
     mapped = _map(entries, source)
-    notices = list(mapped.notices)
-    unused = _wandb_unused(data)
-    if any(isinstance(s, Mapping) and "probabilities" in s for s in flat.values()):
-        notices.append("probabilities of categorical values are dropped: Optuna's samplers draw categories unweighted")
-    metric = data.get("metric")
-    space_data = {"parameters": mapped.specs}
-    for name in ("method", "metric"):
-        if name in data:
-            space_data[name] = data[name]
-    if isinstance(metric, Mapping) and isinstance(metric.get("name"), str):
+    metric, metric_notices = _wandb.wandb_metric(data.get("metric"), source)
+    sampler = _wandb.wandb_method(data.get("method"), source) if "method" in data else data.get("sampler")
+    space_data: dict[str, Any] = {"parameters": mapped.specs, "sampler": sampler}
+    if metric is not None:
         space_data["metric"] = {**metric, "name": _torchcell_metric(metric["name"])}
-        space_data["metric"].pop("target", None)
     options = {**_wandb_options(data, source), **mapped.options}
-    space = parse_space(space_data, source=source)
-    line = _unused_line(source, {**mapped.unused, **unused})
-    return SweepFile(space, options, tuple(([line] if line else []) + notices), "wandb")
+    space = parse_space({k: v for k, v in space_data.items() if v is not None}, source=source)
+    notices = [*mapped.notices, *metric_notices]
+    _trial_count(space, options, source, notices, from_grid=data.get("method") == "grid")
+    line = _unused_line(source, {**mapped.unused, **_wandb_unused(data)})
+    wandb = _is_nested_wandb(data) or bool(set(map(str, data)) - {"parameters", "metric", "sampler"}) or any(
+        _wandb.is_wandb_spec(spec) for spec in flat.values())
+    return SweepFile(space, options, tuple(([line] if line else []) + notices), "wandb" if wandb else "torchcell-search")
+
+
+def _trial_count(space: SearchSpace, options: dict[str, Any], source: str, notices: list[str], *,
+                 from_grid: bool) -> None:
+    """The file's trial count where it gives none: a grid's size (W&B's grid runs every point once,
+    wandb/sweeps src/sweeps/grid_search.py), one trial for a file that searches nothing."""
+    if "n_trials" in options:
+        return
+    if not space.sampled_keys():
+        options["n_trials"] = 1
+        notices.append(f"{source}: searches nothing: one trial of its configuration (every trial would be the same; "
+                       f"--n-trials N repeats it)")
+    elif from_grid:
+        grid = space.grid()
+        options["n_trials"] = math.prod(len(v) for v in grid.values())
 
 
 def _wandb_unused(data: Mapping[str, Any]) -> dict[str, str]:
@@ -453,12 +470,12 @@ def _map(entries: Mapping[str, _Entry], source: str) -> _Mapped:
     out = _Mapped()
     by_key: dict[str, tuple[str, _Entry, Callable[[Any], Any] | None]] = {}  # our key -> (TorchCell key, entry, convert)
     known = set(parameter_keys())
+    for key in entries:  # in the file's order: the first unknown key is the one named
+        if _rule(key) is None and key not in known:
+            raise ConfigError(unknown_key_message(source, key, known | _TABLE_KEYS))
     for key in sorted(entries):
         entry = entries[key]
-        rule = _rule(key) or (_same(key) if key in known else None)
-        if rule is None:
-            raise ConfigError(f"{source}: {key}: not a setting torchcell-search implements, so it is refused rather "
-                              f"than ignored: it may change the model (see docs/torchcell-keys.md)")
+        rule = _rule(key) or _same(key)
         if rule.kind == "notice":
             out.unused[key] = rule.reason
         elif rule.kind == "only_with":
@@ -641,7 +658,8 @@ def _compact(keys: list[str]) -> list[str]:
 def _read_hydra(path: Path, source: str) -> SweepFile:
     from omegaconf import OmegaConf
 
-    composed, plugins = _compose(path, (), source)
+    notes: list[str] = []
+    composed, plugins = _compose(path, (), source, None, notes)
     hydra_node = composed.pop("hydra", None) if "hydra" in composed else None
     hydra = OmegaConf.to_container(hydra_node, resolve=False) if hydra_node is not None else {}
     sweeper = hydra.get("sweeper") or {} if isinstance(hydra, Mapping) else {}
@@ -691,14 +709,118 @@ def _read_hydra(path: Path, source: str) -> SweepFile:
     for group, choice in sorted(plugins.items()):
         if group not in ("hydra/sweeper", "hydra/launcher", "hydra/sweeper/sampler"):
             unused[f"defaults: override {group}"] = "a Hydra plugin selection"
+    for note in sorted(set(notes)):
+        unused[note] = ("read as Hydra 1.0/1.1 did (the group path, the option's name); under version_base >= 1.2 "
+                        "Hydra takes it as a literal key")
     line = _unused_line(source, {**mapped.unused, **unused})
-    space = parse_space({"parameters": mapped.specs} if mapped.specs else {"parameters": {}}, source=source,
-                        allow_empty=True)
-    return SweepFile(space, options, (line,) if line else (), "hydra")
+    notices = [line] if line else []
+    specs = _variant_pooling(path, mapped.specs, source, notices)
+    space = parse_space({"parameters": specs}, source=source, allow_empty=True)
+    if options.get("sampler") == "grid" and space.sampled_keys():
+        # hydra-optuna-sweeper _impl.py: a GridSampler runs min(n_trials, grid points).
+        size = math.prod(len(v) for v in space.grid().values())
+        options["n_trials"] = min(options.get("n_trials", size), size)
+    _trial_count(space, options, source, notices, from_grid=False)
+    return SweepFile(space, options, tuple(notices), "hydra")
+
+
+# --- TorchCell's model variants -------------------------------------------------------
+
+_AGG = "model.global_aggregator_config."
+#: TorchCell experiment 003 runs ``hetero_cell_pma*`` and ``hetero_cell_isab*`` configs with
+#: scripts whose model differs from hetero_cell's only in the global aggregator; the file
+#: does not say so, its name does (``igb_optuna-hetero_cell_pma-sweep_2.5e4.yaml`` composes
+#: ``hetero_cell_isab`` and runs the PMA script).
+_VARIANT = re.compile(r"hetero_cell_(pma|isab)(?![A-Za-z0-9_])")
+#: torchcell/models/hetero_cell_isab.py ``HeteroCell.__init__``: ``agg_config.get(key, default)``.
+_ISAB_DEFAULTS = {"num_seed_points": 1, "num_decoder_blocks": 1, "num_encoder_blocks": 4, "heads": 8,
+                  "layer_norm": False, "use_isab": True, "num_induced_points": 128}
+
+
+def _variant(path: Path) -> str | None:
+    """``pma`` / ``isab`` from the file's name, else from the names in its defaults list."""
+    m = _VARIANT.search(path.stem)
+    if m:
+        return m.group(1)
+    try:
+        defaults = yaml.safe_load(path.read_text(encoding="utf-8")).get("defaults") or []
+    except (AttributeError, OSError, yaml.YAMLError):
+        return None
+    for entry in defaults if isinstance(defaults, list) else []:
+        if isinstance(entry, str) and entry != "_self_":
+            file = path.parent / f"{entry.lstrip('/')}.yaml"
+            found = _variant(file) if file.is_file() else None
+            if found:
+                return found
+    return None
+
+
+def _variant_pooling(path: Path, specs: Mapping[str, Any], source: str, notices: list[str]) -> dict[str, Any]:
+    """``specs`` with the aggregator TorchCell's script for this file builds.
+
+    - **PMA** (torchcell/models/hetero_cell_pma.py, ``SimplePMA``): one PyG
+      ``PoolingByMultiheadAttention`` with one seed, ``heads`` from
+      ``global_aggregator_config.heads`` (default 8), ``layer_norm=True`` always, the
+      model's dropout, then a LayerNorm: ``model.pooling=pma``. It reads no other
+      ``global_aggregator_config`` key.
+    - **ISAB** (torchcell/models/hetero_cell_isab.py, ``SortedSetTransformerAggregation``): the
+      file's ``global_aggregator_config``, absent keys at that script's defaults
+      (:data:`_ISAB_DEFAULTS`), attention dropout = the model's dropout.
+
+    Raises:
+        ConfigError: a key the variant's model does not read is searched.
+    """
+    kind = _variant(path)
+    if kind is None:
+        return dict(specs)
+    out = dict(specs)
+    read = {"heads", "layer_norm"} if kind == "pma" else set(_ISAB_DEFAULTS)
+    ignored = sorted(k for k in _spec_keys(out) if k.startswith(_AGG) and k[len(_AGG):] not in read)
+    for key in ignored:
+        if key in out and set(out[key]) != {"value"}:
+            raise ConfigError(f"{source}: {key}: searched, but TorchCell's hetero_cell_{kind} model does not read "
+                              f"it (its aggregator takes the model's dropout{', heads only' if kind == 'pma' else ''})")
+        _drop(out, key)
+    if kind == "pma":
+        given = out.get(f"{_AGG}layer_norm", {}).get("value", True)
+        out[f"{_AGG}layer_norm"] = {"value": True}  # SimplePMA passes layer_norm=True whatever the file says
+        forced = [] if given is True else [f"{_AGG}layer_norm: true, as SimplePMA always builds it"]
+        out["model.pooling"] = {"value": "pma"}
+        defaults = {"heads": 8}
+    else:
+        out["model.pooling"] = {"value": "sorted_set_transformer"}
+        defaults, forced = dict(_ISAB_DEFAULTS), []
+    for name, value in defaults.items():
+        if f"{_AGG}{name}" not in _spec_keys(out):
+            out[f"{_AGG}{name}"] = {"value": value}
+    built = ("one PMA block (1 seed) + LayerNorm, as SimplePMA" if kind == "pma"
+             else "the set transformer of its global_aggregator_config, absent keys at that script's defaults")
+    line = (f"{source}: TorchCell runs this file with its hetero_cell_{kind} script: model.pooling="
+            f"{out['model.pooling']['value']} ({built})")
+    if ignored:
+        line += f"; not used: {', '.join(ignored)} (that model does not read them; the model's dropout applies)"
+    if forced:
+        line += f"; {forced[0]}"
+    notices.append(line)
+    return out
+
+
+def _spec_keys(specs: Mapping[str, Any]) -> set[str]:
+    """Every key the specs set, ``also`` targets included."""
+    return set(specs) | {k for spec in specs.values() if isinstance(spec, Mapping) for k in spec.get("also", ())}
+
+
+def _drop(specs: dict[str, Any], key: str) -> None:
+    specs.pop(key, None)
+    for name, spec in list(specs.items()):
+        if isinstance(spec, Mapping) and key in spec.get("also", ()):
+            also = [k for k in spec["also"] if k != key]
+            specs[name] = {**{k: v for k, v in spec.items() if k != "also"}, **({"also": also} if also else {})}
 
 
 def _compose(path: Path, chain: tuple[Path, ...], source: str,
-             overrides: dict[str, list[Any]] | None = None) -> tuple[Any, dict[str, str]]:
+             overrides: dict[str, list[Any]] | None = None,
+             notes: list[str] | None = None) -> tuple[Any, dict[str, str]]:
     """The config at ``path`` with its defaults list merged in Hydra's order, and the plugin selections.
 
     ``override group: option`` entries replace that group's choice anywhere below in the
@@ -710,6 +832,7 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str,
 
     top = overrides is None
     overrides = {} if overrides is None else overrides
+    notes = [] if notes is None else notes
 
     resolved = path.resolve()
     if resolved in chain:
@@ -743,7 +866,8 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str,
                 raise ConfigError(f"{source}: {path.name}: defaults: _self_ listed twice")
             merged, self_seen = OmegaConf.merge(merged, cfg), True
         elif isinstance(entry, str):
-            child, child_plugins = _compose(_default_file(path, entry.lstrip("/"), source), here, source, overrides)
+            child, child_plugins = _compose(_default_file(path, entry.lstrip("/"), source), here, source, overrides,
+                                            notes)
             merged = OmegaConf.merge(merged, child)
             plugins.update(child_plugins)
         elif isinstance(entry, Mapping) and len(entry) == 1:
@@ -767,8 +891,8 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str,
                 file = _default_file(path, f"{group_path}/{option}", source, optional=optional)
                 if file is None:
                     continue
-                child, child_plugins = _compose(file, here, source, overrides)
-                node = _package(file, package or group_path.replace("/", "."))
+                child, child_plugins = _compose(file, here, source, overrides, notes)
+                node = _package(file, group_path, package or None, notes)
                 merged = OmegaConf.merge(merged, child if node == "" else OmegaConf.create(_nest(node, child)))
                 plugins.update(child_plugins)
         else:
@@ -791,13 +915,39 @@ def _default_file(path: Path, name: str, source: str, *, optional: bool = False)
     return file
 
 
-def _package(file: Path, default: str) -> str:
-    """A config group file's package: its ``# @package`` header, else the group path."""
-    for line in file.read_text(encoding="utf-8").splitlines()[:5]:
-        m = re.match(r"#\s*@package\s+(\S+)", line)
+def _package(file: Path, group: str, package: str | None, notes: list[str]) -> str:
+    """A config group file's package (dotted, ``""`` for the root), as Hydra 1.3 resolves it.
+
+    The ``@pkg`` of its defaults entry wins over the file's ``# @package`` header, which wins
+    over the group path (Hydra's default since 1.1). ``_global_`` is the root, ``_group_`` the
+    group path, ``_name_`` the option's name: Hydra 1.0/1.1's keywords (hydra-core 1.3
+    ``core/default_element.py``, ``set_package_header`` and ``_get_final_package``, which
+    still apply them under ``version_base`` < 1.2; the header is read from the comment lines
+    opening the file). A file using them is named in ``notes``.
+    """
+    header = None
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        if not line.lstrip().startswith("#"):
+            break
+        m = re.match(r"#\s*@package\s+(\S+)", line.strip())
         if m:
-            return "" if m.group(1) == "_global_" else m.group(1)
-    return default
+            header = m.group(1)
+    chosen = package if package is not None else header if header is not None else group.replace("/", ".")
+    parts = []
+    for part in chosen.split("."):
+        if part == "_global_":
+            parts = []
+        elif part == "_group_":
+            parts.extend(group.replace("/", ".").split("."))
+            notes.append(f"{file.name}: @package _group_")
+        elif part == "_name_":
+            parts.append(file.stem)
+            notes.append(f"{file.name}: @package _name_")
+        elif part:
+            parts.append(part)
+    return ".".join(parts)
 
 
 def _nest(node: str, child: Any) -> dict[str, Any]:
@@ -838,20 +988,22 @@ def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], data)]
 
 
-def _sweep_value(params: Mapping[str, Any], key: Any, source: str) -> Any:
+def _sweep_value(params: Mapping[str, Any], key: Any, source: str) -> str:
+    """The override text Hydra's Optuna sweeper builds: ``f"{k!s}={v}"``, so ``2`` reads as 2 and
+    ``true`` as True (hydra-optuna-sweeper ``_impl.py``, ``_parse_sweeper_params_config``)."""
     value = params[key]
     if isinstance(value, str) and "${" in value:
         raise ConfigError(f"{source}: hydra.sweeper.params.{key}: interpolations in a sweep are not supported")
-    return value
+    return f"{value}"
 
 
-def _parse_sweep(key: str, value: Any, source: str) -> dict[str, Any] | None:
+def _parse_sweep(key: str, value: str, source: str) -> dict[str, Any] | None:
     """A sweep as our spec (hydra-optuna-sweeper's conversion), or None for a fixed value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, Transformer
     from hydra.errors import HydraException
 
-    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+    text = value
     where = f"{source}: hydra.sweeper.params.{key}"
     try:
         override = OverridesParser.create().parse_override(f"{key}={text}")
@@ -885,10 +1037,9 @@ def _parse_sweep(key: str, value: Any, source: str) -> dict[str, Any] | None:
     raise ConfigError(f"{where}: {text!r} is not supported by the Optuna sweeper")
 
 
-def _fixed_value(key: str, value: Any, source: str) -> Any:
+def _fixed_value(key: str, text: str, source: str) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
     return OverridesParser.create().parse_override(f"{key}={text}").value()
 
 
@@ -1007,8 +1158,10 @@ def _launcher(launcher: Any, plugins: Mapping[str, str], source: str, unused: di
         if isinstance(value, str) and "${" in value:
             raise ConfigError(f"{source}: hydra.launcher.{key}: interpolations in launcher settings are not supported")
         out[key] = value
-    for key in sorted(set(map(str, launcher)) - set(_SLURM_KEYS) - {"additional_parameters"}):
-        unused[f"hydra.launcher.{key}"] = "submitit's own settings"
+    for key in sorted(set(map(str, launcher)) - set(_SLURM_KEYS) - {"additional_parameters", "_target_"}):
+        if key in ("nodes", "tasks_per_node") and launcher[key] in (1, None):
+            continue  # what each array task is
+        unused[f"hydra.launcher.{key}"] = _SUBMITIT_UNUSED.get(key, _SBATCH_ONLY)
     for key in sorted(extra):
-        unused[f"hydra.launcher.additional_parameters.{key}"] = "submitit's own settings"
+        unused[f"hydra.launcher.additional_parameters.{key}"] = _SBATCH_ONLY
     return out

@@ -119,7 +119,31 @@ def _cuda_rng_state(device: torch.device) -> torch.Tensor | None:
 def _set_cuda_rng_state(state: torch.Tensor | None, device: torch.device) -> None:
     """Restore :func:`_cuda_rng_state`; a CPU run, or a checkpoint from a CPU run, has none to restore."""
     if state is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
+        torch.cuda.set_rng_state(state.cpu(), device)  # the generator takes its state as a CPU byte tensor
+
+
+def _grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler of mixed precision: enabled on CUDA, where the trainer autocasts; a no-op elsewhere."""
+    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+
+
+def _load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any] | None) -> None:
+    """Restore a checkpoint's loss-scaler state where it has one, onto any device.
+
+    A run without mixed precision (the CPU) saves its disabled scaler's empty state: an enabled
+    scaler resuming it (a GPU worker) keeps its fresh scale, since torch refuses to load an empty
+    state into one ("The source state dict is empty"). A GPU run's state holds plain numbers, no
+    tensors; the disabled scaler of a CPU worker resuming it ignores it.
+    """
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(dict(state))
+
+
+def _restore_rng(checkpoint: Mapping[str, Any], device: torch.device) -> None:
+    """Put a checkpoint's random states back: the CPU generator always, the CUDA one only where
+    the checkpoint has one (a CUDA run wrote it) and this run trains on CUDA."""
+    torch.set_rng_state(checkpoint["rng"].cpu())
+    _set_cuda_rng_state(checkpoint.get("cuda_rng"), device)
 
 
 def _lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str) -> float:
@@ -237,10 +261,12 @@ def train(
     cfg: RunConfig,
     *,
     objective: str = "val/gene_interaction/Pearson",
+    direction: str | None = None,
     epoch_callback: Callable[[EpochRecord], None] | None = None,
     checkpoint: Mapping[str, Any] | None = None,
     checkpoint_callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    initial_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train one configuration and report per-epoch metrics of both labels.
 
@@ -248,23 +274,30 @@ def train(
         dataset: cell graph and perturbation records.
         split: record indices for train, val and test.
         cfg: model, loss and training configuration.
-        objective: metric choosing the best epoch (and early stopping); its direction comes
-            from its name (:func:`objective_direction`).
+        objective: metric choosing the best epoch (and early stopping).
+        direction: ``maximize`` or ``minimize`` ``objective`` (a study's ``--direction``);
+            None: from the metric's name (:func:`objective_direction`).
         epoch_callback: called after every epoch with an :class:`EpochRecord`; exceptions
             it raises (e.g. ``optuna.TrialPruned``) propagate.
         checkpoint: a dict previously given to ``checkpoint_callback``: training resumes
             after its epoch with identical state.
         checkpoint_callback: receives a resumable checkpoint after every epoch.
         progress: show a progress bar on stderr.
+        initial_weights: a model state dict to start from (a fidelity rung warm-started from
+            the previous rung, :mod:`torchcell_search.search.fidelity`); entries whose shape
+            differs are left as built. Ignored when resuming from ``checkpoint``.
 
     Returns:
         :class:`TrainResult`; a NaN or Inf loss ends the run early with
         ``stopped_reason = "non_finite_loss: ..."``.
 
     Raises:
-        ConfigError: an empty train or val split, a bad device, or a checkpoint of another
-            configuration.
+        ConfigError: an empty train or val split, a bad device or direction, or a checkpoint
+            of another configuration.
     """
+    direction = objective_direction(objective) if direction is None else direction
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction {direction!r}: expected maximize or minimize")
     previous = torch.are_deterministic_algorithms_enabled()
     previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     if resolve_device(cfg.train.device).type == "cpu":
@@ -274,8 +307,9 @@ def train(
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.utils.deterministic.fill_uninitialized_memory = False
     try:
-        return _train(dataset, split, cfg, objective=objective, epoch_callback=epoch_callback,
-                      checkpoint=checkpoint, checkpoint_callback=checkpoint_callback, progress=progress)
+        return _train(dataset, split, cfg, objective=objective, direction=direction, epoch_callback=epoch_callback,
+                      checkpoint=checkpoint, checkpoint_callback=checkpoint_callback, progress=progress,
+                      initial_weights=initial_weights)
     finally:
         torch.use_deterministic_algorithms(previous)
         torch.utils.deterministic.fill_uninitialized_memory = previous_fill
@@ -287,30 +321,110 @@ def _train(
     cfg: RunConfig,
     *,
     objective: str,
+    direction: str,
     epoch_callback: Callable[[EpochRecord], None] | None,
     checkpoint: Mapping[str, Any] | None,
     checkpoint_callback: Callable[[dict[str, Any]], None] | None,
     progress: bool,
+    initial_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise ConfigError(f"split {split.kind!r}: the train and val sets must not be empty (train {len(split.train)}, val {len(split.val)})")
+    tc = cfg.train
+    run = _build_run(dataset, split, cfg, None if checkpoint is not None else initial_weights)
+    state = _fresh_state(tc)
+    if checkpoint is not None:
+        _resume(run, checkpoint, state)
+    stopped_reason: str | None = None
+    started = time.perf_counter()
+    bar = _progress_bar(tc.epochs, state["epoch"] + 1) if progress else None
+    run.model.train()
+    for epoch in range(state["epoch"] + 1, tc.epochs):
+        epoch_start = time.perf_counter()
+        # Per-epoch generator: the shuffle is the same whether or not the run was resumed.
+        generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+        seen = _EpochTrace()
+        for step, local in enumerate(_batches(len(split.train), tc.batch_size, generator)):
+            index = split.train[local]
+            lr = _set_lr(run, state, epoch * run.steps_per_epoch + step)
+            loss, out = _forward_loss(run, index)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                stopped_reason = f"non_finite_loss: {loss_value} at epoch {epoch} step {step}"
+                break
+            _backward_step(run, loss)
+            seen.add(loss_value, index, out)
+        if stopped_reason is not None:
+            break
+
+        metrics, histograms, val_pred = _epoch_metrics(run, split, seen, lr=lr, epoch_start=epoch_start)
+        state["history"].append({"epoch": epoch, **metrics})
+        state["epoch"] = epoch
+        if objective not in metrics:
+            raise ConfigError(f"objective {objective!r} is not a per-epoch metric; choose one of {', '.join(sorted(metrics))}")
+        _plateau_step(run, state, metrics["val/loss"])
+        # keep the best-val state; test metrics only at a new best, never a max over epochs
+        _keep_if_best(run, split, state, epoch, metrics, (val_pred, histograms), (objective, direction))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({"val_gi_r": f"{metrics['val/gene_interaction/Pearson']:.3f}", "val_fit_mse": f"{metrics['val/fitness/MSE']:.4f}"})
+        # the search reports and prunes here; TrialPruned propagates to the caller
+        if epoch_callback is not None:
+            epoch_callback(EpochRecord(epoch=epoch, metrics=metrics, histograms=histograms))
+        if checkpoint_callback is not None:
+            checkpoint_callback(_checkpoint(run, state))
+        if tc.patience and state["stale_epochs"] >= tc.patience:
+            stopped_reason = "early_stopping"
+            break
+    if bar is not None:
+        bar.close()
+    return _result(run, dataset, state, objective, stopped_reason, time.perf_counter() - started)
+
+
+# --- the loop's plumbing: set-up, steps, epoch metrics, best epoch, checkpoints ---------------
+
+
+@dataclass
+class _Run:
+    """What one training run builds before its first step, shared by the loop's helpers."""
+
+    cfg: RunConfig
+    device: torch.device
+    amp: bool  # mixed precision: on CUDA only, CPU autocast is slower here
+    labels: torch.Tensor  # (R, 2) original scale, NaN where missing
+    targets: torch.Tensor  # (R, 2) standardised (or not) labels the loss reads
+    standardiser: Any
+    train_statistics: Any  # train-split label statistics (the combined metrics z-score with them)
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    scaler: torch.amp.GradScaler
+    batcher: _Batcher
+    train_profile: torch.Tensor | None  # (R, F): out-of-fold profile features of the train records
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def _build_run(dataset: Dataset, split: Split, cfg: RunConfig,
+               initial_weights: Mapping[str, torch.Tensor] | None = None) -> _Run:
+    """Seed, standardise the labels with train statistics, build model, loss and optimiser."""
     from torchcell_search.data.splits import Standardiser
     from torchcell_search.model import build_model
     from torchcell_search.model.losses import CompositeLoss
 
-    if len(split.train) == 0 or len(split.val) == 0:
-        raise ConfigError(f"split {split.kind!r}: the train and val sets must not be empty (train {len(split.train)}, val {len(split.val)})")
     tc = cfg.train
-    maximize = objective_direction(objective) == "maximize"
     device = resolve_device(tc.device)
-    amp = device.type == "cuda"  # mixed precision on CUDA only; CPU autocast is slower here
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed % 2**32)
-
-    labels = dataset.table.labels()  # (R, 2) original scale, NaN where missing
+    labels = dataset.table.labels()
     train_statistics = Standardiser.fit(labels[split.train])  # train statistics only
     standardiser = train_statistics if cfg.loss.standardize_labels else Standardiser.identity()
-    targets = standardiser.transform(labels)  # (R, 2)
+    targets = standardiser.transform(labels)
     model = build_model(dataset.graph, cfg.model).to(device)
-    train_profile = None  # (R, F): out-of-fold profile features of the train records
+    train_profile = None
     if cfg.model.profile_features:
         from torchcell_search.model.collaborative import profile_features
 
@@ -322,157 +436,191 @@ def _train(
         from torchcell_search.model.gene_profiles import gene_profiles
 
         model.set_gene_profiles(gene_profiles(dataset, split))  # train records only
+    if initial_weights is not None:  # a warm-started fidelity rung (never when resuming)
+        from torchcell_search.search.fidelity import load_matching_weights
+
+        load_matching_weights(model, initial_weights)
     loss_fn = CompositeLoss(cfg.loss, targets[split.train]).to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = _optimizer(params, tc)
-    scheduler = _plateau(optimizer, tc)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    batcher = _Batcher(dataset, device, needs_masks=model.needs_masks)
+    amp = device.type == "cuda"
     steps_per_epoch = math.ceil(len(split.train) / tc.batch_size)
-    total_steps, warmup_steps = tc.epochs * steps_per_epoch, tc.warmup_epochs * steps_per_epoch
+    return _Run(
+        cfg=cfg, device=device, amp=amp, labels=labels, targets=targets, standardiser=standardiser,
+        train_statistics=train_statistics, model=model, loss_fn=loss_fn, params=params, optimizer=optimizer,
+        scheduler=_plateau(optimizer, tc), scaler=_grad_scaler(device),
+        batcher=_Batcher(dataset, device, needs_masks=model.needs_masks), train_profile=train_profile,
+        steps_per_epoch=steps_per_epoch, total_steps=tc.epochs * steps_per_epoch,
+        warmup_steps=tc.warmup_epochs * steps_per_epoch,
+    )
 
-    state: dict[str, Any] = {
+
+def _fresh_state(tc: Any) -> dict[str, Any]:
+    """The loop's resumable state: everything a checkpoint must restore besides the modules."""
+    return {
         "epoch": -1, "best_value": None, "best_epoch": -1, "best": {}, "test": {}, "history": [],
         "best_model": None, "predictions": {}, "histograms": {}, "stale_epochs": 0, "plateau_lr": tc.lr,
     }
-    if checkpoint is not None:
-        if checkpoint.get("config") != cfg.flat():
-            raise ConfigError("checkpoint: it was written by a different configuration; refusing to resume from it")
-        model.load_state_dict(checkpoint["model"])
-        loss_fn.load_state_dict(checkpoint["loss"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng"])
-        _set_cuda_rng_state(checkpoint.get("cuda_rng"), device)
-        state.update(copy.deepcopy(checkpoint["state"]))
 
-    stopped_reason: str | None = None
-    started = time.perf_counter()
-    epochs = range(state["epoch"] + 1, tc.epochs)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        # disable=None: no bar when stderr is not a terminal (logs of batch jobs stay clean)
-        bar = tqdm(total=tc.epochs, initial=state["epoch"] + 1, desc="epochs", unit="epoch", file=sys.stderr,
-                   leave=False, disable=None)
-    model.train()
-    for epoch in epochs:
-        epoch_start = time.perf_counter()
-        # Per-epoch generator: the shuffle is the same whether or not the run was resumed.
-        generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
-        train_pred, train_index, running = [], [], 0.0
-        for step, local in enumerate(_batches(len(split.train), tc.batch_size, generator)):
-            index = split.train[local]
-            # lr: warmup, then cosine decay (or the plateau scheduler's current rate), per step.
-            base_lr = state["plateau_lr"] if scheduler is not None else tc.lr
-            lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, base_lr, tc.lr_schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # forward and composite loss on the standardised labels
-            with torch.autocast(device.type, enabled=amp):
-                profile = train_profile[index].to(device) if train_profile is not None else None
-                out = model(*batcher(index), profile)
-                target = targets[index].to(device)
-                if out.scored is not None:  # records whose labels the inputs hold are not scored
-                    target = target.masked_fill(~out.scored.unsqueeze(1), float("nan"))
-                loss, _ = loss_fn(out.pred.float(), target, out.z_p.float())
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                stopped_reason = f"non_finite_loss: {loss_value} at epoch {epoch} step {step}"
-                break
-            # backward, clip, step
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            running += loss_value * len(index)
-            scored = slice(None) if out.scored is None else out.scored.cpu()  # train metrics: scored records only
-            train_pred.append(out.pred.detach().float().cpu()[scored])
-            train_index.append(index[scored])
-        if stopped_reason is not None:
-            break
+def _resume(run: _Run, checkpoint: Mapping[str, Any], state: dict[str, Any]) -> None:
+    """Restore a :func:`_checkpoint` into ``run`` and ``state``.
 
-        # epoch metrics on the original label scale; train metrics from the epoch's own steps
-        train_idx = torch.cat(train_index)
-        train_orig = standardiser.inverse(torch.cat(train_pred))
-        metrics = regression_metrics(train_orig, labels[train_idx], "train")
-        metrics.update(_combined(train_orig, labels[train_idx], train_statistics, "train"))
-        metrics["train/loss"] = running / len(train_idx)
-        val_std, metrics["val/loss"] = _predict(model, batcher, split.val, tc.batch_size, amp, (loss_fn, targets))
-        val_pred = standardiser.inverse(val_std)
-        metrics.update(regression_metrics(val_pred, labels[split.val], "val"))
-        metrics.update(_combined(val_pred, labels[split.val], train_statistics, "val"))
-        metrics["embedding/mean_pairwise_distance"] = _mean_pairwise_distance(model)
-        metrics["lr"] = lr
-        metrics["epoch_seconds"] = time.perf_counter() - epoch_start
-        histograms = _histograms(val_pred.numpy(), labels[split.val].numpy(), "val")
-        state["history"].append({"epoch": epoch, **metrics})
-        state["epoch"] = epoch
-        if objective not in metrics:
-            raise ConfigError(f"objective {objective!r} is not a per-epoch metric; choose one of {', '.join(sorted(metrics))}")
-        value = metrics[objective]
-        if scheduler is not None:
-            # ReduceLROnPlateau on the val loss, once per epoch; it rescales the rate we own.
-            for group in optimizer.param_groups:
-                group["lr"] = state["plateau_lr"]
-            scheduler.step(metrics["val/loss"])
-            state["plateau_lr"] = optimizer.param_groups[0]["lr"]
+    Raises:
+        ConfigError: the checkpoint was written by another configuration.
+    """
+    if checkpoint.get("config") != run.cfg.flat():
+        raise ConfigError("checkpoint: it was written by a different configuration; refusing to resume from it")
+    run.model.load_state_dict(checkpoint["model"])
+    run.loss_fn.load_state_dict(checkpoint["loss"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    _load_scaler_state(run.scaler, checkpoint.get("scaler"))
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+    _restore_rng(checkpoint, run.device)
+    state.update(copy.deepcopy(checkpoint["state"]))
 
-        # keep the best-val state; test metrics only at a new best, never a max over epochs
-        improved = math.isfinite(value) and (
-            state["best_value"] is None or (value > state["best_value"] if maximize else value < state["best_value"])
-        )
-        if improved:
-            test_pred = standardiser.inverse(_predict(model, batcher, split.test, tc.batch_size, amp)[0])
-            state.update(
-                best_value=value, best_epoch=epoch, stale_epochs=0,
-                best={k: v for k, v in metrics.items() if k.startswith(("train/", "val/"))},
-                test={**regression_metrics(test_pred, labels[split.test], "test"),
-                      **_combined(test_pred, labels[split.test], train_statistics, "test")} if len(split.test) else {},
-                best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                predictions={"val": val_pred.numpy(), "test": test_pred.numpy()},
-                histograms=histograms,
-            )
-        else:
-            state["stale_epochs"] += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({"val_gi_r": f"{metrics['val/gene_interaction/Pearson']:.3f}", "val_fit_mse": f"{metrics['val/fitness/MSE']:.4f}"})
 
-        # the search reports and prunes here; TrialPruned propagates to the caller
-        if epoch_callback is not None:
-            epoch_callback(EpochRecord(epoch=epoch, metrics=metrics, histograms=histograms))
-        if checkpoint_callback is not None:
-            # A snapshot: state_dict() tensors alias the live weights, which keep training.
-            checkpoint_callback(copy.deepcopy({
-                "config": cfg.flat(), "model": model.state_dict(), "loss": loss_fn.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(device), "state": state,
-            }))
-        if tc.patience and state["stale_epochs"] >= tc.patience:
-            stopped_reason = "early_stopping"
-            break
-    if bar is not None:
-        bar.close()
+def _checkpoint(run: _Run, state: dict[str, Any]) -> dict[str, Any]:
+    """A resumable snapshot (deep-copied: state_dict() tensors alias the live weights, which keep training)."""
+    return copy.deepcopy({
+        "config": run.cfg.flat(), "model": run.model.state_dict(), "loss": run.loss_fn.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(run.device), "state": state,
+    })
 
+
+def _progress_bar(total: int, initial: int) -> Any:
+    from tqdm.auto import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (logs of batch jobs stay clean)
+    return tqdm(total=total, initial=initial, desc="epochs", unit="epoch", file=sys.stderr, leave=False, disable=None)
+
+
+def _set_lr(run: _Run, state: Mapping[str, Any], step: int) -> float:
+    """Warmup, then cosine decay (or the plateau scheduler's current rate), per step."""
+    tc = run.cfg.train
+    base_lr = state["plateau_lr"] if run.scheduler is not None else tc.lr
+    lr = _lr_at(step, run.total_steps, run.warmup_steps, base_lr, tc.lr_schedule)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _forward_loss(run: _Run, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Forward pass and composite loss of train records ``index`` on the standardised labels."""
+    with torch.autocast(run.device.type, enabled=run.amp):
+        profile = run.train_profile[index].to(run.device) if run.train_profile is not None else None
+        out = run.model(*run.batcher(index), profile)
+        target = run.targets[index].to(run.device)
+        if out.scored is not None:  # records whose labels the inputs hold are not scored
+            target = target.masked_fill(~out.scored.unsqueeze(1), float("nan"))
+        loss, _ = run.loss_fn(out.pred.float(), target, out.z_p.float())
+    return loss, out
+
+
+def _backward_step(run: _Run, loss: torch.Tensor) -> None:
+    """Backward, gradient clipping (on unscaled gradients), optimiser step."""
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.train.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+
+
+class _EpochTrace:
+    """The epoch's own train predictions and losses, for train metrics without a second pass."""
+
+    def __init__(self) -> None:
+        self.pred: list[torch.Tensor] = []
+        self.index: list[torch.Tensor] = []
+        self.loss_sum = 0.0
+
+    def add(self, loss: float, index: torch.Tensor, out: Any) -> None:
+        scored = slice(None) if out.scored is None else out.scored.cpu()  # train metrics: scored records only
+        kept = index[scored]
+        # The batch loss is a mean over its scored records: weigh it by those, as the mean divides by them.
+        self.loss_sum += loss * len(kept)
+        self.pred.append(out.pred.detach().float().cpu()[scored])
+        self.index.append(kept)
+
+
+def _epoch_metrics(
+    run: _Run, split: Split, seen: _EpochTrace, *, lr: float, epoch_start: float,
+) -> tuple[dict[str, float], dict[str, dict[str, list[float]]], torch.Tensor]:
+    """Train metrics from the epoch's own steps, val metrics and loss, on the original label scale."""
+    labels, batch_size = run.labels, run.cfg.train.batch_size
+    train_idx = torch.cat(seen.index)
+    train_orig = run.standardiser.inverse(torch.cat(seen.pred))
+    metrics = regression_metrics(train_orig, labels[train_idx], "train")
+    metrics.update(_combined(train_orig, labels[train_idx], run.train_statistics, "train"))
+    metrics["train/loss"] = seen.loss_sum / len(train_idx)
+    val_std, metrics["val/loss"] = _predict(run.model, run.batcher, split.val, batch_size, run.amp, (run.loss_fn, run.targets))
+    val_pred = run.standardiser.inverse(val_std)
+    metrics.update(regression_metrics(val_pred, labels[split.val], "val"))
+    metrics.update(_combined(val_pred, labels[split.val], run.train_statistics, "val"))
+    metrics["embedding/mean_pairwise_distance"] = _mean_pairwise_distance(run.model)
+    metrics["lr"] = lr
+    metrics["epoch_seconds"] = time.perf_counter() - epoch_start
+    histograms = _histograms(val_pred.numpy(), labels[split.val].numpy(), "val")
+    return metrics, histograms, val_pred
+
+
+def _plateau_step(run: _Run, state: dict[str, Any], val_loss: float) -> None:
+    """ReduceLROnPlateau on the val loss, once per epoch; it rescales the rate we own."""
+    if run.scheduler is None:
+        return
+    for group in run.optimizer.param_groups:
+        group["lr"] = state["plateau_lr"]
+    run.scheduler.step(val_loss)
+    state["plateau_lr"] = run.optimizer.param_groups[0]["lr"]
+
+
+def _keep_if_best(
+    run: _Run, split: Split, state: dict[str, Any], epoch: int, metrics: Mapping[str, float],
+    val: tuple[torch.Tensor, dict[str, dict[str, list[float]]]], goal: tuple[str, str],
+) -> None:
+    """At a new best ``goal = (objective, direction)`` keep the weights, val predictions and the
+    test metrics; else count a stale epoch."""
+    objective, direction = goal
+    value = metrics[objective]
+    maximize = direction == "maximize"
+    best = state["best_value"]
+    if not (math.isfinite(value) and (best is None or (value > best if maximize else value < best))):
+        state["stale_epochs"] += 1
+        return
+    val_pred, histograms = val
+    labels, statistics = run.labels, run.train_statistics
+    test_pred = run.standardiser.inverse(_predict(run.model, run.batcher, split.test, run.cfg.train.batch_size, run.amp)[0])
+    test = {}
+    if len(split.test):
+        test = {**regression_metrics(test_pred, labels[split.test], "test"),
+                **_combined(test_pred, labels[split.test], statistics, "test")}
+    state.update(
+        best_value=value, best_epoch=epoch, stale_epochs=0, test=test, histograms=histograms,
+        best={k: v for k, v in metrics.items() if k.startswith(("train/", "val/"))},
+        best_model={k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()},
+        predictions={"val": val_pred.numpy(), "test": test_pred.numpy()},
+    )
+
+
+def _result(run: _Run, dataset: Dataset, state: Mapping[str, Any], objective: str, stopped_reason: str | None,
+            seconds: float) -> TrainResult:
+    """The :class:`TrainResult`, with the best epoch's weights as a loadable checkpoint."""
     best_checkpoint = None
     if state["best_model"] is not None:
         best_checkpoint = {
-            "config": cfg.flat(), "model": state["best_model"], "standardiser": standardiser.state_dict(),
+            "config": run.cfg.flat(), "model": state["best_model"], "standardiser": run.standardiser.state_dict(),
             "epoch": state["best_epoch"], "objective": objective, "gene_ids": dataset.graph.gene_ids,
         }
     return TrainResult(
         best_epoch=state["best_epoch"], best=state["best"], test=state["test"], history=state["history"],
-        n_params=sum(p.numel() for p in model.parameters()), device=str(device),
-        seconds=time.perf_counter() - started, stopped_reason=stopped_reason, best_checkpoint=best_checkpoint,
-        predictions=state["predictions"], histograms=state["histograms"],
+        n_params=sum(p.numel() for p in run.model.parameters()), device=str(run.device), seconds=seconds,
+        stopped_reason=stopped_reason, best_checkpoint=best_checkpoint, predictions=state["predictions"],
+        histograms=state["histograms"],
     )
 
 

@@ -8,8 +8,9 @@ never rewritten, so the same string works in ``optuna-dashboard URL`` and ``optu
 psycopg2), and the package depends on both drivers. A driver that is missing anyway is
 reported with the package to install (:func:`check_driver`).
 
-Every URL that reaches a message goes through :func:`redact` first, so a password in
-``postgresql+psycopg2://user:secret@host/db`` is never printed. :func:`open_storage` is the
+Every URL that reaches a message goes through :func:`redact` first and every driver error
+through :func:`scrub` (both in :mod:`torchcell_search.storage.secrets`), so a password in
+``postgresql+psycopg2://user:secret@host/db`` or ``...?password=secret`` is never printed. :func:`open_storage` is the
 one place that opens a database: it sets heartbeats (a dead worker's trial is marked failed
 and retried from its last checkpoint), a connect timeout for PostgreSQL, and turns
 SQLAlchemy / Optuna failures into :class:`~torchcell_search.errors.StorageError`.
@@ -26,7 +27,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -38,6 +38,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from torchcell_search.errors import ConfigError, StorageError
+from torchcell_search.storage.secrets import redact, scrub, true_address
 
 __all__ = [
     "DB_RETRY_S",
@@ -76,30 +77,6 @@ _PG_DRIVERS = (None, "psycopg", "psycopg2")
 # pip package of each driver module SQLAlchemy may import (its dialect's ``driver`` name).
 _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "mysqldb": "mysqlclient",
                     "pymysql": "PyMySQL"}
-_PASSWORD_RE = re.compile(r"(?P<head>[a-zA-Z0-9+.\-]+://[^:/@\s]*:)(?P<pw>[^/\s]*)(?P<tail>@)")
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print).
-
-    >>> redact("postgresql+psycopg2://me:secret@db:5432/s")
-    'postgresql+psycopg2://me:***@db:5432/s'
-    """
-    return _PASSWORD_RE.sub(lambda m: m["head"] + "***" + m["tail"], str(url))
-
-
-def _scrub(text: str, url: str) -> str:
-    """Remove the URL's password from any error text (drivers may echo the DSN)."""
-    text = redact(text)
-    try:
-        password = make_url(url).password
-    except Exception:  # noqa: BLE001 - an unparsable URL has no password we can find
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text
-
-
 def resolve_storage(url: str | None) -> str:
     """The storage URL to use: ``url``, or :data:`DEFAULT_STORAGE` when it is ``None`` or empty.
 
@@ -121,6 +98,9 @@ def resolve_storage(url: str | None) -> str:
         raise ConfigError(f"storage URL {redact(url)!r}: PostgreSQL driver {driver!r} is not supported "
                           f"(Optuna needs a synchronous one); use postgresql://, postgresql+psycopg:// "
                           f"or postgresql+psycopg2://")
+    if true_address(parsed) is not parsed:
+        raise ConfigError(f"storage URL {redact(url)!r}: the password holds a raw '@', where SQLAlchemy ends "
+                          f"the password; percent-encode it as %40 (urllib.parse.quote(password, safe=''))")
     if backend == "sqlite" and not parsed.database:
         raise ConfigError(f"storage URL {redact(url)!r}: an in-memory SQLite database cannot be shared "
                           f"with workers; name a file, e.g. {DEFAULT_STORAGE}")
@@ -235,7 +215,7 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                         raise StorageError(
                             f"storage {redact(self._tcs_url)} unreachable for {self._tcs_retry_s:g} s "
-                            f"({method.__name__}): {_scrub(first, self._tcs_url)}") from e
+                            f"({method.__name__}): {scrub(first, self._tcs_url)}") from e
                     _logger.warning("storage %s: connection lost in %s; retrying in %.1f s",
                                     redact(self._tcs_url), method.__name__, delay)
                     time.sleep(delay)
@@ -296,5 +276,5 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise StorageError(f"cannot open storage {redact(url)}: {_scrub(first, url)}") from e
+                raise StorageError(f"cannot open storage {redact(url)}: {scrub(first, url)}") from e
     raise AssertionError("unreachable")  # the loop returns or raises
