@@ -338,7 +338,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="demo", help=_DATA_HELP)
     p.add_argument("--subset", type=int, help="use N records drawn reproducibly")
     p.add_argument("--split", default="random", choices=("random", "pair", "gene"))
-    p.add_argument("--epochs", type=int, help="epochs (default: 6 on the demo data, where that is enough to fit it; else trainer.max_epochs, 20)")
+    p.add_argument("--epochs", type=int, help="epochs (default on the demo data, where that is enough to fit it: 8, 12 for model.kind=perturbation_set; else trainer.max_epochs, 20)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter by its dotted key, e.g. model.num_layers=2 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

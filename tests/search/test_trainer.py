@@ -15,6 +15,7 @@ from torchcell_search.data.types import Dataset, LABELS
 from torchcell_search.errors import ConfigError
 from torchcell_search.metrics import combined_metrics, regression_metrics
 from torchcell_search.search.trainer import (
+    DEMO_EPOCHS,
     EpochRecord,
     load_model,
     objective_direction,
@@ -161,14 +162,17 @@ def test_train_command_rejects_unknown_keys_with_exit_2(capsys):
 @pytest.mark.quality
 @pytest.mark.parametrize("kind", ["hetero_cell", "perturbation_set"])
 def test_default_demo_run_learns_the_planted_interactions(capsys, kind):
-    # The must-show of `torchcell-search train --data demo --json`: its defaults (6 epochs,
-    # SGA roles on) fit the demo's planted gene_interaction structure (hetero_cell ~75 s).
+    # The must-show of `torchcell-search train --data demo --json`: its defaults (8 epochs for
+    # hetero_cell, 12 for perturbation_set; SGA roles on) fit the demo's planted gene_interaction
+    # structure (hetero_cell ~3 min). Floors from benchmarks/portability.py, seeds 0-4 under
+    # ATEN_CPU_CAPABILITY default / avx2 / avx512 (issue 19, README "Using it"): lowest val
+    # 0.741 and test 0.734 (hetero_cell), 0.765 and 0.723 (perturbation_set): margin >= 0.12.
     status = main(["train", "--data", "demo", "--json", "--device", "cpu", f"--set=model.kind={kind}"])
     assert status == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["history"]) == 6
-    assert out["best"]["val/gene_interaction/Pearson"] >= 0.5
-    assert out["test"]["test/gene_interaction/Pearson"] >= 0.4
+    assert len(out["history"]) == DEMO_EPOCHS[kind]
+    assert out["best"]["val/gene_interaction/Pearson"] >= 0.6
+    assert out["test"]["test/gene_interaction/Pearson"] >= 0.6
 
 
 # --- the CUDA path: random state in checkpoints ---------------------------------------------
