@@ -18,7 +18,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.reliability.conftest import TINY, child_env
+from tests.reliability.conftest import TINY, TINY_SPACE, child_env
 from torchcell_search.search.duplicates import DUPLICATE_ATTR
 from torchcell_search.search.study import create_study_command
 
@@ -143,8 +143,12 @@ def _snapshot(url: str, name: str) -> dict[int, tuple[str, dict[int, float], int
 @pytest.mark.slow
 def test_database_restart_loses_nothing(pg_url: str, tmp_path: Path, spawn_worker) -> None:
     art = tmp_path / "art"
-    create_study_command("restart", pg_url, {**SLOW_EPOCHS, "subset": 800, "epochs": 3, "n_trials": 4,
-                                             "artifacts": str(art)})
+    # A continuous learning rate: the tiny space's 2 points would be exhausted after 2 trained
+    # trials (search/duplicates.py stops the study), or trained twice when both workers draw one
+    # point at once, so the count below would depend on timing.
+    space = {"parameters": {**TINY_SPACE["parameters"], "optimizer.lr": {"low": 1e-3, "high": 1e-2, "log": True}}}
+    create_study_command("restart", pg_url, {**SLOW_EPOCHS, "space": space, "subset": 800, "epochs": 3,
+                                             "n_trials": 4, "artifacts": str(art)})
     workers = [spawn_worker("restart", pg_url, **FAST_HEARTBEAT) for _ in range(2)]
     deadline = time.monotonic() + 180
     # restart once at least one trial finished and others are running
