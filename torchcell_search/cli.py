@@ -278,9 +278,11 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                    help="one per --objective, in order (default: from each objective's name)")
     p.add_argument("--sampler", choices=("tpe", "random", "grid"), help="default: tpe")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: median")
-    p.add_argument("--fidelity", metavar="subset:N1,N2,...[,all]",
+    p.add_argument("--fidelity", metavar="subset:N1,N2,...[,all]|family",
                    help="data size as a fidelity: every trial starts on N1 train records and the best 1/eta "
-                   "of each rung go on to the next (successive halving; val and test stay whole)")
+                   "of each rung go on to the next (successive halving; val and test stay whole); 'family': "
+                   "the sizes of the --space file's TorchCell family (..._2.5e4.yaml, ..._1e5.yaml), "
+                   "where its files differ in nothing else")
     p.add_argument("--fidelity-eta", type=int, help="keep the best 1/eta of each rung (default: 3)")
     p.add_argument("--fidelity-start", choices=("warm", "scratch"),
                    help="a promoted trial starts its next rung from its weights or from scratch (default: scratch)")

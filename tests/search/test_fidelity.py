@@ -162,6 +162,86 @@ def test_cli_bad_ladder_exits_2_with_one_line(tmp_path: Path) -> None:
     assert "--fidelity 'subset:100,50'" in out.stderr and not db.exists()
 
 
+# --- a ladder from TorchCell's file family (one file per data size) -------------------------------
+
+_CONF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "torchcell-conf"
+_SWEEP = "igb_optuna-hetero_cell-sweep_2.5e4.yaml"
+# TorchCell's own 4e5 sibling (experiment 003, commit 99f150e) searches only the depth: the
+# space was narrowed after the 2.5e4 sweep was read.
+_NARROWED = "      model.num_layers: choice(2, 3)\n"
+
+
+@pytest.fixture()
+def family(tmp_path: Path) -> Path:
+    """TorchCell's real Hydra sweep and its base configs, with same-space siblings at 1e5 and 4e5."""
+    if not (_CONF / _SWEEP).is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"TorchCell's configs are missing at {_CONF}")
+        pytest.skip(f"TorchCell's configs not found at {_CONF}")
+    for name in ("default.yaml", "hetero_cell.yaml", _SWEEP):
+        shutil.copy(_CONF / name, tmp_path / name)
+    for size in ("1e5", "4e5"):
+        shutil.copy(_CONF / _SWEEP, tmp_path / _SWEEP.replace("2.5e4", size))
+    (tmp_path / _SWEEP.replace("2.5e4", "2.5e4_00")).write_text("not: [a member")  # another variant, unread
+    return tmp_path
+
+
+def test_a_file_family_of_one_space_is_a_ladder_of_its_sizes(family: Path) -> None:
+    given = {"space": str(family / _SWEEP.replace("2.5e4", "1e5")), "fidelity": "family",
+             "objective": "val/gene_interaction/Pearson", "data": str(family)}  # real data: its subsets apply
+    cfg = build_study_config(given)
+    # TorchCell's sizes count records before its 80/10/10 split; rungs count train records; the
+    # largest file is the study's data, its last rung all of it
+    assert (cfg.fidelity, cfg.subset) == ("subset:20000,80000,all", 400000)
+    assert cfg.n_trials == 112 and cfg.launcher["mem_gb"] == 100
+    from torchcell_search.search.study import _given_options
+
+    _, notices = _given_options(given)
+    (line,) = [n for n in notices if "data-size ladder" in n]
+    assert "sweep_2.5e4.yaml (25000 records: 20000 train)" in line and "sweep_4e5.yaml (400000)" in line
+
+
+def test_a_narrowed_sibling_or_a_contradicting_size_is_no_ladder(family: Path) -> None:
+    base = {"fidelity": "family", "objective": "val/gene_interaction/Pearson", "space": str(family / _SWEEP)}
+    text = (family / _SWEEP).read_text()
+    params = text[text.index("    params:\n") + len("    params:\n"):text.index("\n  launcher:")]
+    (family / _SWEEP.replace("2.5e4", "4e5")).write_text(text.replace(params, _NARROWED))
+    with pytest.raises(ConfigError, match=r"sweep_2\.5e4\.yaml and igb_optuna-hetero_cell-sweep_4e5\.yaml differ "
+                                          r"beyond the data size \(cell_dataset\.learnable_embedding_input_channels: "
+                                          r"\[16, 32, 64\] vs fixed 16\)"):
+        build_study_config(base)
+    (family / _SWEEP.replace("2.5e4", "4e5")).unlink()
+    # the base config's subset (hetero_cell.yaml: 25000) yields to a member's name, its own does not
+    (family / _SWEEP.replace("2.5e4", "1e5")).write_text(text + "\ndata_module:\n  perturbation_subset_size: 25000\n")
+    with pytest.raises(ConfigError, match="its name says 100000 records, its data_module.perturbation_subset_size "
+                                          "says 25000"):
+        build_study_config(base)
+    (family / _SWEEP.replace("2.5e4", "1e05")).write_text(text)
+    with pytest.raises(ConfigError, match="are both 100000 records"):
+        build_study_config(base)
+    for name in (_SWEEP.replace("2.5e4", "1e5"), _SWEEP.replace("2.5e4", "1e05")):
+        (family / name).unlink()
+    with pytest.raises(ConfigError, match="has no sibling of another size"):
+        build_study_config(base)
+    with pytest.raises(ConfigError, match="has no size tag"):
+        build_study_config({**base, "space": str(family / "hetero_cell.yaml")})
+    with pytest.raises(ConfigError, match="give --space FILE"):
+        build_study_config({"fidelity": "family"})
+
+
+def test_cli_family_without_a_ladder_exits_2_with_one_line(family: Path) -> None:
+    (family / _SWEEP.replace("2.5e4", "4e5")).write_text((family / _SWEEP).read_text().replace(
+        "n_jobs: 4", "n_jobs: 2"))  # same space, another launcher: still one ladder
+    db = family / "s.db"
+    (family / _SWEEP.replace("2.5e4", "1e5")).write_text("defaults:\n  - hetero_cell\n  - _self_\nhydra:\n  sweeper:\n"
+                                                         "    params:\n" + _NARROWED)
+    out = subprocess.run([sys.executable, "-m", "torchcell_search.cli", "create", "--study", "f", "--storage",
+                          f"sqlite:///{db}", "--space", str(family / _SWEEP), "--fidelity", "family",
+                          "--objective", "val/gene_interaction/Pearson"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "differ beyond the data size" in out.stderr and not db.exists()
+
+
 @pytest.fixture(scope="module")
 def fidelity_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """A finished fidelity study: 6 trials on rungs of 60, 150 and 280 train records."""

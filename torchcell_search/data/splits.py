@@ -48,13 +48,16 @@ SPLIT_KINDS: tuple[str, ...] = ("random", "pair", "gene")
 _FORMAT = "torchcell_search.split/1"
 _STD_FLOOR = 1e-8
 
+#: Record fractions (train, val, test) of every split: the report's 80/10/10.
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
 
 def make_split(
     table: PerturbationTable,
     kind: str,
     *,
     seed: int,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
 ) -> Split:
     """Split the records of ``table`` into disjoint, sorted train/val/test index sets.
 

@@ -270,9 +270,16 @@ def _given_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], t
                           f"is not a directory; pass --data DIR")
     merged = {**from_recipe, **options}
     notices: tuple[str, ...] = ()
+    if merged.get("fidelity") == "family" and not isinstance(merged.get("space"), (str, os.PathLike)):
+        raise ConfigError("--fidelity family: takes its rungs from the --space file's TorchCell family "
+                          "(..._2.5e4.yaml, ..._1e5.yaml, ...); give --space FILE or --fidelity subset:N1,N2,...,all")
     if isinstance(merged.get("space"), (str, os.PathLike)):
-        sweep = read_sweep_file(_space_path(str(merged["space"])))
-        notices = sweep.notices
+        if merged.get("fidelity") == "family":
+            sweep, merged["fidelity"], family_notice = _family(_space_path(str(merged["space"])))
+            notices = (*sweep.notices, family_notice)
+        else:
+            sweep = read_sweep_file(_space_path(str(merged["space"])))
+            notices = sweep.notices
         from_file = {{"objectives": "objective", "directions": "direction"}.get(k, k): v
                      for k, v in sweep.options.items()}
         if "objective" in merged and "direction" not in merged:
@@ -284,6 +291,19 @@ def _given_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], t
                                  f"subset (give --data DIR, or --subset)")
         merged = {**from_file, **merged, "space": sweep}
     return _normalise(merged), notices
+
+
+def _family(path: Path) -> tuple[Any, str, str]:
+    """``--fidelity family``: the family's largest file as the sweep, and its ladder as rungs
+    of train records (``sweep_files.family_ladder``); the largest size is the last rung, all
+    records of the study's data (that file's subset)."""
+    from torchcell_search.data.splits import DEFAULT_FRACTIONS
+    from torchcell_search.search.sweep_files import family_ladder
+
+    train_fraction = DEFAULT_FRACTIONS[0]
+    sizes, sweep, notice = family_ladder(path, train_fraction)
+    rungs = [round(size * train_fraction) for size in sizes[:-1]]
+    return sweep, "subset:" + ",".join([*map(str, rungs), "all"]), notice
 
 
 def build_study_config(options: Mapping[str, Any] | None = None) -> StudyConfig:

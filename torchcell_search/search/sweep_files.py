@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import glob
 import math
 import re
 from dataclasses import dataclass, field
@@ -50,9 +51,10 @@ import yaml
 from torchcell_search.config import parameter_keys
 from torchcell_search.errors import ConfigError
 from torchcell_search.search import _wandb
-from torchcell_search.search.spaces import SearchSpace, load_yaml, parse_space, unknown_key_message
+from torchcell_search.search.spaces import (Choice, Fixed, SearchSpace, load_yaml, parse_space, show,
+                                            unknown_key_message)
 
-__all__ = ["SweepFile", "load_space", "read_sweep_file", "TORCHCELL_OBJECTIVES"]
+__all__ = ["SweepFile", "family_ladder", "load_space", "read_sweep_file", "TORCHCELL_OBJECTIVES"]
 
 #: What TorchCell's Hydra main returns for its two directions (z-scored labels, pooled).
 TORCHCELL_OBJECTIVES = ("val/combined/MSE", "val/combined/Pearson")
@@ -321,6 +323,113 @@ def read_sweep_file(path: str | Path) -> SweepFile:
         raise ConfigError(f"{source}: expected a mapping with a 'parameters' section")
     # Ours and W&B's, flat or nested, take one path, so a key means the same in each.
     return _read_wandb(data, source)
+
+
+#: TorchCell's data-size tag at the end of a file name: ``..._2.5e4.yaml``, ``..._1e05.yaml``.
+_SIZE_TAG = re.compile(r"^(?P<stem>.+_)(?P<size>\d+(?:\.\d+)?e\d+)$")
+#: Options a family's files may set differently: the data size is the point of the family,
+#: the trial count is the first rung's and the Slurm resources the largest file's.
+_FAMILY_MAY_DIFFER = {"subset", "n_trials", "launcher"}
+
+
+def family_ladder(path: str | Path, train_fraction: float) -> tuple[list[int], SweepFile, str]:
+    """The data-size ladder a TorchCell file family states, where it is unambiguous.
+
+    TorchCell sweeps one configuration at growing data sizes by hand, one file per size
+    (``igb_optuna-hetero_cell-sweep_2.5e4.yaml``, ``..._1e5.yaml``, ``..._4e5.yaml``). The
+    family of ``path`` is every file in its folder whose name differs from it only in that
+    size tag. It states a ladder when every member reads (:func:`read_sweep_file`) to the
+    same study but for the data size, the trial count and the Slurm resources.
+
+    Args:
+        path: one member of the family.
+        train_fraction: the share of a subset's records the split trains on (TorchCell's
+            size counts records before its train/val/test split; our rungs count train records).
+
+    Returns:
+        ``(sizes, largest, notice)``: the members' sizes, increasing; the largest member read
+        (its trial count replaced by the smallest member's); a notice line naming the rungs.
+
+    Raises:
+        ConfigError: the name has no size tag, the family has one member, two members have
+            one size, a member's own subset contradicts its name, or members differ beyond
+            the data size (the first difference is named).
+    """
+    path = Path(path)
+    match = _SIZE_TAG.match(path.stem)
+    if not match:
+        raise ConfigError(f"--fidelity family: {path.name} has no size tag (TorchCell's _2.5e4, _1e5, ... "
+                          f"before .yaml); give --fidelity subset:N1,N2,...,all")
+    members: dict[int, Path] = {}
+    for other in sorted(path.parent.glob(f"{glob.escape(match['stem'])}*{path.suffix}")):
+        tag = _SIZE_TAG.match(other.stem)
+        if not tag or tag["stem"] != match["stem"]:
+            continue  # ..._5e4_00.yaml is another variant, not a size of this one
+        size = int(float(tag["size"]))
+        if size in members:
+            raise ConfigError(f"--fidelity family: {members[size].name} and {other.name} are both {size} records; "
+                              f"no ladder follows from them")
+        members[size] = other
+    if len(members) < 2:
+        raise ConfigError(f"--fidelity family: {path.name} has no sibling of another size in {path.parent} "
+                          f"(files {match['stem']}<size>{path.suffix}); give --fidelity subset:N1,N2,...,all")
+    sizes = sorted(members)
+    read = {size: read_sweep_file(members[size]) for size in sizes}
+    for size, sweep in read.items():
+        # A base config's subset (TorchCell edits hetero_cell.yaml's by hand) yields to the name;
+        # the member's own perturbation_subset_size must agree with it.
+        own = sweep.options.get("subset")
+        if own is not None and own != size and _sets_key(load_yaml(members[size].read_text(encoding="utf-8"),
+                                                                   str(members[size])), "perturbation_subset_size"):
+            raise ConfigError(f"--fidelity family: {members[size].name}: its name says {size} records, its "
+                              f"data_module.perturbation_subset_size says {own}; no ladder follows from it")
+    first, *rest = sizes
+    for size in rest:
+        difference = _family_difference(read[first], read[size])
+        if difference:
+            raise ConfigError(f"--fidelity family: {members[first].name} and {members[size].name} differ beyond "
+                              f"the data size ({difference}), as when a space is narrowed after a sweep; give "
+                              f"--fidelity subset:N1,N2,...,all with one file")
+    largest = read[sizes[-1]]
+    options = {**largest.options, "subset": sizes[-1]}
+    if "n_trials" in read[first].options:
+        options["n_trials"] = read[first].options["n_trials"]
+    rungs = ", ".join(f"{members[s].name} ({s} records: {round(s * train_fraction)} train)" for s in sizes[:-1])
+    notice = (f"{path.name}: its family is a data-size ladder: rungs {rungs}, then all records of "
+              f"{members[sizes[-1]].name} ({sizes[-1]}); trials and Slurm resources of the smallest and largest file")
+    return sizes, SweepFile(space=largest.space, options=options, notices=largest.notices,
+                            format=largest.format), notice
+
+
+def _sets_key(data: Any, name: str) -> bool:
+    """Whether ``name`` is a key (or the last part of a dotted key) anywhere in ``data``."""
+    if isinstance(data, Mapping):
+        return any(str(k).split(".")[-1] == name or _sets_key(v, name) for k, v in data.items())
+    return isinstance(data, list) and any(_sets_key(v, name) for v in data)
+
+
+def _family_difference(a: SweepFile, b: SweepFile) -> str:
+    """The first setting two members of a family set differently (data size aside), or ``""``."""
+    for key in sorted(set(a.space.params) | set(b.space.params)):
+        if a.space.params.get(key) != b.space.params.get(key):
+            return f"{key}: {_shown_param(a.space.params.get(key))} vs {_shown_param(b.space.params.get(key))}"
+    for name in ("links", "metric", "sampler"):
+        if getattr(a.space, name) != getattr(b.space, name):
+            return f"{name}: {getattr(a.space, name)} vs {getattr(b.space, name)}"
+    for key in sorted((set(a.options) | set(b.options)) - _FAMILY_MAY_DIFFER):
+        if a.options.get(key) != b.options.get(key):
+            return f"{key}: {a.options.get(key)} vs {b.options.get(key)}"
+    return ""
+
+
+def _shown_param(param: Any) -> str:
+    if param is None:
+        return "not searched"
+    if isinstance(param, Fixed):
+        return f"fixed {param.value!r}"
+    if isinstance(param, Choice):
+        return show(list(param.choices))
+    return show(param)
 
 
 def load_space(path: str | Path) -> SearchSpace:
