@@ -130,6 +130,17 @@ def test_create_stores_config_and_refuses_a_different_one(tmp_path: Path) -> Non
         create_study_command("a", url, {"epochs": 5, "sampler": "random"})
 
 
+def test_a_new_study_names_its_metrics_before_any_trial(tmp_path: Path) -> None:
+    # Optuna's "Trial N finished with value" line and the dashboard's axes read the names; set
+    # only after a first trial, trial 0's line showed a bare number and later ones a dict.
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    create_study_command("one", url, {"objective": "val/fitness/MSE"})
+    create_study_command("two", url, {"objective": ["val/combined/MSE", "val/combined/Pearson"]})
+    assert optuna.load_study(study_name="one", storage=url).metric_names == ["val/fitness/MSE"]
+    assert optuna.load_study(study_name="two", storage=url).metric_names == ["val/combined/MSE",
+                                                                            "val/combined/Pearson"]
+
+
 def test_invalid_options_write_nothing(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     with pytest.raises(ConfigError):

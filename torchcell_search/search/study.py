@@ -529,6 +529,9 @@ def _create_or_check(name: str, storage_url: str | None, options: Mapping[str, A
         else:
             if fresh.sampler == "grid":
                 _enqueue_grid(study, fresh)
+            with warnings.catch_warnings():  # experimental in Optuna; every trial's log line names the metric
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(fresh.objective_names)
             # Written last: a process that lost the creation race waits for it (below).
             study.set_user_attr(CONFIG_ATTR, fresh.to_dict())
             return {"study": name, "storage": redact(url), "created": True, "config": fresh.to_dict(),
