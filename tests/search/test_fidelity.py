@@ -188,17 +188,20 @@ def family(tmp_path: Path) -> Path:
 
 def test_a_file_family_of_one_space_is_a_ladder_of_its_sizes(family: Path) -> None:
     given = {"space": str(family / _SWEEP.replace("2.5e4", "1e5")), "fidelity": "family",
-             "objective": "val/gene_interaction/Pearson", "data": str(family)}  # real data: its subsets apply
+             "objective": "val/gene_interaction/Pearson", "data": str(family)}  # real data: a file subset would apply
     cfg = build_study_config(given)
-    # TorchCell's sizes count records before its 80/10/10 split; rungs count train records; the
-    # largest file is the study's data, its last rung all of it
-    assert (cfg.fidelity, cfg.subset) == ("subset:20000,80000,all", 400000)
+    # TorchCell's sizes count records before its 80/10/10 split, rungs count train records; the
+    # study takes all records (the base config's subset of 25000 is dropped), so a rung above the
+    # train set (4e5 on the 350k mirror) trains on all of it instead of failing the subset draw
+    assert (cfg.fidelity, cfg.subset) == ("subset:20000,80000,320000", None)
     assert cfg.n_trials == 112 and cfg.launcher["mem_gb"] == 100
     from torchcell_search.search.study import _given_options
 
     _, notices = _given_options(given)
     (line,) = [n for n in notices if "data-size ladder" in n]
-    assert "sweep_2.5e4.yaml (25000 records: 20000 train)" in line and "sweep_4e5.yaml (400000)" in line
+    assert "sweep_2.5e4.yaml (25000 records: 20000 train)" in line and "sweep_4e5.yaml (400000 records: 320000 " \
+                                                                         "train)" in line
+    assert resolve_rungs(cfg.fidelity, 280237) == [20000, 80000, 280237]  # the mirror's pair split
 
 
 def test_a_narrowed_sibling_or_a_contradicting_size_is_no_ladder(family: Path) -> None:

@@ -43,7 +43,7 @@ from torchcell_search.errors import ConfigError, DataError, StudyError, Torchcel
 from torchcell_search.search.pruners import WandbHyperbandPruner, wandb_bands
 from torchcell_search.search.duplicates import DUPLICATE_ATTR, REPLICA_ATTR
 from torchcell_search.search.spaces import STUDY_KEYS, SearchSpace, check_pooling, parse_space
-from torchcell_search.search.sweep_files import SweepFile, read_sweep_file
+from torchcell_search.search.sweep_files import SweepFile, family_ladder, read_sweep_file
 from torchcell_search.search.study_config import CONFIG_ATTR, DEFAULT_OBJECTIVE, StudyConfig
 from torchcell_search.storage.urls import open_storage, redact, resolve_storage, sqlite_path
 
@@ -275,7 +275,10 @@ def _given_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], t
                           "(..._2.5e4.yaml, ..._1e5.yaml, ...); give --space FILE or --fidelity subset:N1,N2,...,all")
     if isinstance(merged.get("space"), (str, os.PathLike)):
         if merged.get("fidelity") == "family":
-            sweep, merged["fidelity"], family_notice = _family(_space_path(str(merged["space"])))
+            from torchcell_search.data.splits import DEFAULT_FRACTIONS  # TorchCell's sizes count all records
+
+            merged["fidelity"], sweep, family_notice = family_ladder(_space_path(str(merged["space"])),
+                                                                     train_fraction=DEFAULT_FRACTIONS[0])
             notices = (*sweep.notices, family_notice)
         else:
             sweep = read_sweep_file(_space_path(str(merged["space"])))
@@ -291,19 +294,6 @@ def _given_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], t
                                  f"subset (give --data DIR, or --subset)")
         merged = {**from_file, **merged, "space": sweep}
     return _normalise(merged), notices
-
-
-def _family(path: Path) -> tuple[Any, str, str]:
-    """``--fidelity family``: the family's largest file as the sweep, and its ladder as rungs
-    of train records (``sweep_files.family_ladder``); the largest size is the last rung, all
-    records of the study's data (that file's subset)."""
-    from torchcell_search.data.splits import DEFAULT_FRACTIONS
-    from torchcell_search.search.sweep_files import family_ladder
-
-    train_fraction = DEFAULT_FRACTIONS[0]
-    sizes, sweep, notice = family_ladder(path, train_fraction)
-    rungs = [round(size * train_fraction) for size in sizes[:-1]]
-    return sweep, "subset:" + ",".join([*map(str, rungs), "all"]), notice
 
 
 def build_study_config(options: Mapping[str, Any] | None = None) -> StudyConfig:

@@ -332,7 +332,7 @@ _SIZE_TAG = re.compile(r"^(?P<stem>.+_)(?P<size>\d+(?:\.\d+)?e\d+)$")
 _FAMILY_MAY_DIFFER = {"subset", "n_trials", "launcher"}
 
 
-def family_ladder(path: str | Path, train_fraction: float) -> tuple[list[int], SweepFile, str]:
+def family_ladder(path: str | Path, train_fraction: float) -> tuple[str, SweepFile, str]:
     """The data-size ladder a TorchCell file family states, where it is unambiguous.
 
     TorchCell sweeps one configuration at growing data sizes by hand, one file per size
@@ -347,8 +347,10 @@ def family_ladder(path: str | Path, train_fraction: float) -> tuple[list[int], S
             size counts records before its train/val/test split; our rungs count train records).
 
     Returns:
-        ``(sizes, largest, notice)``: the members' sizes, increasing; the largest member read
-        (its trial count replaced by the smallest member's); a notice line naming the rungs.
+        ``(fidelity, largest, notice)``: the ladder, ``subset:R1,R2,...`` with each member's
+        size as train records (a rung above the data's train set trains on all of it,
+        ``fidelity.resolve_rungs``); the largest member read, without a subset (the rungs size
+        the data) and with the smallest member's trial count; a notice line naming the rungs.
 
     Raises:
         ConfigError: the name has no size tag, the family has one member, two members have
@@ -391,14 +393,15 @@ def family_ladder(path: str | Path, train_fraction: float) -> tuple[list[int], S
                               f"the data size ({difference}), as when a space is narrowed after a sweep; give "
                               f"--fidelity subset:N1,N2,...,all with one file")
     largest = read[sizes[-1]]
-    options = {**largest.options, "subset": sizes[-1]}
+    options = {key: value for key, value in largest.options.items() if key != "subset"}
     if "n_trials" in read[first].options:
         options["n_trials"] = read[first].options["n_trials"]
-    rungs = ", ".join(f"{members[s].name} ({s} records: {round(s * train_fraction)} train)" for s in sizes[:-1])
-    notice = (f"{path.name}: its family is a data-size ladder: rungs {rungs}, then all records of "
-              f"{members[sizes[-1]].name} ({sizes[-1]}); trials and Slurm resources of the smallest and largest file")
-    return sizes, SweepFile(space=largest.space, options=options, notices=largest.notices,
-                            format=largest.format), notice
+    rungs = [round(size * train_fraction) for size in sizes]
+    shown = ", ".join(f"{members[s].name} ({s} records: {r} train)" for s, r in zip(sizes, rungs))
+    notice = (f"{path.name}: its family is a data-size ladder: rungs {shown}; a rung above the data's train "
+              f"records trains on all of them; trials of the smallest file, Slurm resources of the largest")
+    return (f"subset:{','.join(map(str, rungs))}",
+            SweepFile(space=largest.space, options=options, notices=largest.notices, format=largest.format), notice)
 
 
 def _sets_key(data: Any, name: str) -> bool:
